@@ -1,0 +1,1 @@
+"""Base models: the embedded tiny model built from a config, and loaders for real ones."""
