@@ -1,0 +1,91 @@
+"""`swarm`: one console script, a subcommand per job.
+
+Only argparse is imported up front so `swarm --help` is instant; each subcommand imports its
+heavy dependencies (torch, hivemind) when it runs. Expected failures (bad manifest, unreadable
+key, unreachable peers) are reported as one line naming the problem and the fix, exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
+
+
+class CliError(Exception):
+    """An expected, user-facing failure: printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="swarm", description="Echo Swarm: peer-to-peer RL post-training on LoRA.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("keygen", help="create a node/owner identity key (Ed25519, mode 0600)")
+    s.add_argument("--out", required=True, help="where to write the key file")
+    s.add_argument("--force", action="store_true", help="overwrite an existing key file")
+
+    s = sub.add_parser("init", help="write and sign a run manifest")
+    s.add_argument("--out", required=True, help="manifest file to write (TOML)")
+    s.add_argument("--owner-key", required=True, help="owner key file (from `swarm keygen`)")
+    s.add_argument("--run-id", default=None, help="run name (default: derived from time)")
+    s.add_argument("--task", default="sort-digits", help="task name: sort-digits | jsonl")
+    s.add_argument("--task-option", action="append", default=[], metavar="K=V", help="task option, repeatable")
+    s.add_argument("--base", default="tiny", help="base model: 'tiny' (embedded), HF id or local dir")
+    s.add_argument("--mode", choices=("async", "sequential"), default="async", help="sync mode")
+    s.add_argument("--staleness", type=int, default=2, help="S: max policy lag in async mode")
+    s.add_argument("--publish-every", type=int, default=1, help="kappa: publish an adapter every k steps")
+    s.add_argument("--steps", type=int, default=100, help="trainer steps in the run")
+    s.add_argument("--trainer-slots", type=int, default=1)
+    s.add_argument("--trainer-key", action="append", default=[], metavar="KEYID",
+                   help="key id allowed to train (repeatable); none: any capable node may train")
+    s.add_argument("--rollout-key", action="append", default=[], metavar="KEYID",
+                   help="key id allowed to roll out (repeatable); none: open swarm")
+    s.add_argument("--announce-period", type=float, default=5.0, help="seconds between NodeInfo refreshes")
+    s.add_argument("--seed", type=int, default=0)
+
+    s = sub.add_parser("node", help="run a node: join the swarm, advertise, take a role")
+    s.add_argument("--run", required=True, help="signed run manifest")
+    s.add_argument("--key", required=True, help="this node's key file (created if missing)")
+    s.add_argument("--listen", action="append", default=None, metavar="MADDR",
+                   help=f"multiaddr to listen on (default {DEFAULT_LISTEN})")
+    s.add_argument("--announce", action="append", default=None, metavar="MADDR",
+                   help="multiaddr others should dial (needs an explicit port)")
+    s.add_argument("--initial-peers", nargs="*", default=[], metavar="MADDR", help="peers to join through")
+    s.add_argument("--role", choices=("auto", "rollout", "trainer"), default="auto")
+    s.add_argument("--workdir", default=None, help="state directory (default ./runs/<run-id>/<key-id>)")
+    s.add_argument("--upnp", action="store_true", help="ask the router for a port mapping (off by default)")
+
+    s = sub.add_parser("peers", help="show the live swarm")
+    s.add_argument("--run", required=True, help="signed run manifest")
+    s.add_argument("--initial-peers", nargs="+", required=True, metavar="MADDR")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the swarm")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(f"nodes.commands.{args.command}")
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # expected errors carry their own message; anything else is a bug
+        message = user_error_message(e)
+        if message is None:
+            raise
+        print(f"swarm {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def user_error_message(error: Exception) -> str | None:
+    """The message of an expected failure, or None for a bug (which keeps its traceback)."""
+    from crypto.errors import CryptoError
+    from swarm.manifest import ManifestError
+    from swarm.membership import JoinError
+
+    if isinstance(error, (CliError, ManifestError, JoinError, CryptoError)):
+        return str(error)
+    return None
+

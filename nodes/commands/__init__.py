@@ -1,0 +1,1 @@
+"""One module per `swarm` subcommand, each with `run(args) -> exit code`."""

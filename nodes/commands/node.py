@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from nodes.cli import DEFAULT_LISTEN, CliError
+
+
+def setup_logging() -> None:
+    os.environ.setdefault("HIVEMIND_LOGLEVEL", "ERROR")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def load_or_create_identity(path: Path):
+    from crypto.identity import Identity
+
+    if path.exists():
+        return Identity.load(path)
+    identity = Identity.generate()
+    identity.save(path)
+    logging.getLogger("echo_swarm.node").info("created a new identity %s at %s", identity.key_id[:16], path)
+    return identity
+
+
+def run(args) -> int:
+    setup_logging()
+    from swarm.manifest import load_manifest
+
+    signed = load_manifest(args.run)
+    manifest = signed.manifest
+    identity = load_or_create_identity(Path(args.key))
+    if args.role == "trainer" and not manifest.trainer_allowed(identity.key_id):
+        raise CliError(f"key {identity.key_id} is not in the manifest's trainer_keys; run with --role rollout "
+                       "or ask the run owner to add it")
+    if not manifest.member_allowed(identity.key_id):
+        raise CliError(f"key {identity.key_id} is not allowed in this closed swarm (rollout_keys); "
+                       "ask the run owner to add it")
+    workdir = Path(args.workdir or Path("runs") / manifest.run.id / identity.key_id[:12])
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    from nodes.watchdog import start_orphan_watchdog
+
+    watchdog = start_orphan_watchdog()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    from nodes.node import Node, NodeOptions
+    from nodes.speed import decode_speed
+    from swarm.hardware import probe_hardware
+
+    options = NodeOptions(
+        listen=args.listen or [DEFAULT_LISTEN],
+        announce=args.announce,
+        initial_peers=args.initial_peers,
+        role_pref=args.role,
+        workdir=workdir,
+        nat_port_map=args.upnp,
+    )
+    node = Node(signed, identity, options, probe_hardware(), decode_speed())
+    try:
+        node.start()
+        print(f"node {node.peer_id} key {identity.key_id[:16]} run {manifest.run.id} ({signed.digest[:12]})",
+              flush=True)
+        for maddr in node.maddrs:
+            print(f"join with: --initial-peers {maddr}", flush=True)
+        node.run(stop)
+    finally:
+        node.shutdown()
+        logging.getLogger("echo_swarm.node").info("left the swarm")
+        del watchdog  # it sees us exit, sweeps up anything left behind, and exits itself
+    return 0

@@ -1,0 +1,162 @@
+"""The node lifecycle: join, advertise, work out the role, follow role changes, leave cleanly.
+
+Every announce period the node re-publishes its signed NodeInfo (which expires unless
+refreshed), reads the live swarm, and recomputes roles with the same pure function every other
+node runs. Role workers (rollout, trainer) plug in through `on_role_change`; this module knows
+nothing of RL. The node's view is also written to `WORKDIR/status.json` for tools and tests.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from crypto.identity import Identity
+from swarm.manifest import SignedManifest
+from swarm.membership import Membership, SwarmView
+from swarm.records import Hardware, NodeInfo
+from swarm.roles import assign_roles
+
+log = logging.getLogger("echo_swarm.node")
+SOFTWARE = "echo-swarm 0.1.0"
+
+
+@dataclass
+class NodeOptions:
+    listen: list[str]
+    workdir: Path
+    announce: list[str] | None = None
+    initial_peers: list[str] = field(default_factory=list)
+    role_pref: str = "auto"
+    nat_port_map: bool = False
+
+
+class Node:
+    def __init__(
+        self,
+        signed: SignedManifest,
+        identity: Identity,
+        options: NodeOptions,
+        hardware: Hardware,
+        decode_tok_s: float,
+    ):
+        self.signed = signed
+        self.identity = identity
+        self.options = options
+        self.hardware = hardware
+        self.decode_tok_s = decode_tok_s
+        self.role = "joining"
+        self.state = "starting"
+        self.adapter_version = -1
+        self.extra: dict = {}
+        self.on_role_change: Callable[[str, str], None] | None = None
+        self.membership = Membership(
+            signed,
+            identity,
+            listen=options.listen,
+            announce=options.announce,
+            initial_peers=options.initial_peers,
+            identity_dir=options.workdir,
+            nat_port_map=options.nat_port_map,
+        )
+        self.view = SwarmView([])
+
+    @property
+    def period(self) -> float:
+        return self.signed.manifest.swarm.announce_period_s
+
+    def start(self) -> None:
+        self.membership.start()
+        self.peer_id = self.membership.peer_id
+        self.maddrs = self.membership.visible_maddrs()
+        self.state = "ready"
+
+    def record(self) -> NodeInfo:
+        now = time.time()
+        return NodeInfo(
+            run_digest=self.signed.digest,
+            peer_id=self.peer_id,
+            key_id=self.identity.key_id,
+            public_key=self.identity.public_key.hex(),
+            hpke_keys={"x25519": self.identity.hpke_public("x25519").hex()},
+            addrs=tuple(self.maddrs),
+            hardware=self.hardware,
+            decode_tok_s=self.decode_tok_s,
+            role=self.role,
+            role_pref=self.options.role_pref,
+            state=self.state,
+            adapter_version=self.adapter_version,
+            software=SOFTWARE,
+            issued_at=now,
+            expires_at=now + self.signed.manifest.record_ttl,
+            extra=self.extra,
+        )
+
+    def tick(self) -> None:
+        """One announce period: publish, read, reassign."""
+        own = self.record()
+        self.membership.publish(own)
+        view = self.membership.view()
+        others = [r for r in view.records if r.peer_id != self.peer_id]
+        self.view = SwarmView(sorted(others + [own], key=lambda r: r.peer_id), view.rejected)
+        new_role = assign_roles(self.view.records, self.signed.manifest)[self.peer_id]
+        if new_role != self.role:
+            old, self.role = self.role, new_role
+            trainers = [r.peer_id[-8:] for r in self.view.records if r.role == "trainer" and r.peer_id != self.peer_id]
+            log.info("role %s -> %s (%d live nodes, other trainers: %s)", old, new_role, len(self.view.records),
+                     ", ".join(trainers) or "none")
+            if self.on_role_change is not None:
+                self.on_role_change(old, new_role)
+            self.membership.publish(self.record())  # tell the swarm at once, not a period later
+        self.write_status()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            self.tick()
+            stop.wait(max(0.0, self.period - (time.monotonic() - started)))
+
+    def write_status(self) -> None:
+        status = {
+            "peer_id": self.peer_id,
+            "key_id": self.identity.key_id,
+            "role": self.role,
+            "state": self.state,
+            "maddrs": self.maddrs,
+            "adapter_version": self.adapter_version,
+            "peers": [peer_summary(r) for r in self.view.records],
+            "rejected": self.view.rejected,
+            "updated_at": time.time(),
+        }
+        path = self.options.workdir / "status.json"
+        tmp = path.with_name(f"status.json.{os.getpid()}")
+        tmp.write_text(json.dumps(status, indent=1))
+        os.replace(tmp, path)
+
+    def shutdown(self) -> None:
+        self.state = "leaving"
+        self.membership.shutdown()
+
+
+def peer_summary(r: NodeInfo) -> dict:
+    """The fields `swarm peers` shows, as plain JSON."""
+    hw = r.hardware
+    gpu = ", ".join(f"{name} {mem:g}GB" for name, mem in hw.gpus) or ("Apple MPS" if hw.mps else "")
+    return {
+        "peer_id": r.peer_id,
+        "key_id": r.key_id,
+        "role": r.role,
+        "role_pref": r.role_pref,
+        "state": r.state,
+        "hardware": {"cpu": hw.cpu, "cores": hw.cores, "ram_gb": hw.ram_gb, "gpu": gpu, "engines": list(hw.engines)},
+        "decode_tok_s": r.decode_tok_s,
+        "adapter_version": r.adapter_version,
+        "software": r.software,
+        "age_s": round(max(0.0, time.time() - r.issued_at), 1),
+        "addrs": list(r.addrs),
+    }

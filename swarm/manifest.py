@@ -1,0 +1,339 @@
+"""The run manifest: one signed TOML file that defines a swarm.
+
+The owner writes it with `swarm init`; every node verifies it before joining. The signature is
+Ed25519 over DSSE's PAE of the canonical JSON of every table except `[signature]`, and the
+sha256 of that canonical JSON (the *digest*) names the swarm: it prefixes every DHT key and is
+stamped into every record, so nodes of differently configured runs can never mix.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from crypto.canonical import canonical_json
+from crypto.envelope import pae
+from crypto.identity import Identity, key_id_of, verify_signature
+
+MANIFEST_TYPE = "application/vnd.echo-swarm.manifest+json"
+MAX_MANIFEST_BYTES = 64 * 1024
+SYNC_MODES = ("sequential", "async")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ManifestError(ValueError):
+    """The manifest is unreadable, malformed, or its signature does not verify."""
+
+
+@dataclass(frozen=True)
+class RunSection:
+    id: str
+    """Human-chosen run name; letters, digits, '.', '_' and '-'."""
+    owner_key_id: str
+    """sha256 of the owner's Ed25519 public key; must match the signer."""
+    seed: int = 0
+    """Seeds prompts, sampling and initialisation: a run is reproducible from it."""
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    base: str = "tiny"
+    """'tiny' (the embedded model), a Hugging Face id, or a local directory."""
+    sha256: str = ""
+    """sha256 of the base weights file (model.safetensors); nodes refuse a different base."""
+    gguf: str = ""
+    """Optional GGUF file of the same base for llama.cpp nodes (its own digest is checked)."""
+
+
+@dataclass(frozen=True)
+class TaskSection:
+    name: str = "sort-digits"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoraSection:
+    r: int = 8
+    alpha: int = 16
+    targets: tuple = LORA_TARGETS
+
+
+@dataclass(frozen=True)
+class GrpoSection:
+    prompts_per_step: int = 32
+    group_size: int = 8
+    max_new_tokens: int = 7
+    temperature: float = 1.0
+    lr: float = 2e-3
+    clip: float = 0.2
+    kl_coef: float = 0.0
+    grad_clip: float = 1.0
+    steps: int = 100
+    """Trainer steps in the run; the trainer stops publishing after the last one."""
+
+
+@dataclass(frozen=True)
+class SyncSection:
+    mode: str = "async"
+    """'sequential' (on-policy, pull) or 'async' (streaming, staleness bounded by S)."""
+    staleness: int = 2
+    """S: a chunk made with version x is used at step t only if t - x <= S."""
+    publish_every: int = 1
+    """kappa: the trainer publishes a new adapter version every kappa steps."""
+
+
+@dataclass(frozen=True)
+class SwarmSection:
+    trainer_slots: int = 1
+    trainer_keys: tuple = ()
+    """Key ids allowed to train; empty means any capable node may."""
+    rollout_keys: tuple = ()
+    """Key ids allowed to roll out; empty means an open swarm."""
+    min_trainer_memory_gb: float = 1.0
+    announce_period_s: float = 5.0
+    """How often a node refreshes its NodeInfo; records expire after max(2 x period, skew)."""
+    clock_skew_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class RunManifest:
+    run: RunSection
+    model: ModelSection = ModelSection()
+    task: TaskSection = TaskSection()
+    lora: LoraSection = LoraSection()
+    grpo: GrpoSection = GrpoSection()
+    sync: SyncSection = SyncSection()
+    swarm: SwarmSection = SwarmSection()
+
+    @property
+    def record_ttl(self) -> float:
+        return max(2 * self.swarm.announce_period_s, self.swarm.clock_skew_s)
+
+    def trainer_allowed(self, key_id: str) -> bool:
+        return not self.swarm.trainer_keys or key_id in self.swarm.trainer_keys
+
+    def member_allowed(self, key_id: str) -> bool:
+        """Closed swarms list their rollout keys; trainers are always members."""
+        if not self.swarm.rollout_keys:
+            return True
+        return key_id in self.swarm.rollout_keys or key_id in self.swarm.trainer_keys
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class SignedManifest:
+    manifest: RunManifest
+    digest: str
+    """sha256 hex of the canonical JSON body: the swarm's name."""
+    owner_public_key: bytes
+
+    @property
+    def namespace(self) -> str:
+        """Prefix of every DHT key of this run."""
+        return f"echo-swarm/{self.manifest.run.id}/{self.digest[:16]}"
+
+
+_SECTIONS = {
+    "run": RunSection,
+    "model": ModelSection,
+    "task": TaskSection,
+    "lora": LoraSection,
+    "grpo": GrpoSection,
+    "sync": SyncSection,
+    "swarm": SwarmSection,
+}
+
+
+def parse_manifest(body: dict[str, Any]) -> RunManifest:
+    """Typed, validated manifest from a plain dict; errors name the offending field."""
+    unknown = set(body) - set(_SECTIONS)
+    if unknown:
+        raise ManifestError(f"unknown table [{sorted(unknown)[0]}]; known: {', '.join(_SECTIONS)}")
+    if "run" not in body:
+        raise ManifestError("missing table [run] (needs id and owner_key_id)")
+    sections = {name: _section(name, cls, body.get(name, {})) for name, cls in _SECTIONS.items()}
+    manifest = RunManifest(**sections)
+    _check(manifest)
+    return manifest
+
+
+def _section(name: str, cls: type, raw: Any):
+    if not isinstance(raw, dict):
+        raise ManifestError(f"[{name}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ManifestError(f"unknown field {name}.{key}; known: {', '.join(fields)}")
+    values = {}
+    for key, value in raw.items():
+        default = fields[key].default
+        if default is dataclasses.MISSING and fields[key].default_factory is not dataclasses.MISSING:
+            default = fields[key].default_factory()
+        values[key] = _coerce(f"{name}.{key}", value, default)
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ManifestError(f"[{name}]: {e}") from None
+
+
+def _coerce(where: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool) or default is dataclasses.MISSING and isinstance(value, bool):
+        if not isinstance(value, bool):
+            raise ManifestError(f"{where} must be true or false")
+        return value
+    if isinstance(default, int) or (default is dataclasses.MISSING and isinstance(value, int)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ManifestError(f"{where} must be an integer")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ManifestError(f"{where} must be a number")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ManifestError(f"{where} must be a list of strings")
+        return tuple(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ManifestError(f"{where} must be a table")
+        return dict(value)
+    if not isinstance(value, str):
+        raise ManifestError(f"{where} must be a string")
+    return value
+
+
+def _check(m: RunManifest) -> None:
+    rules = [
+        (_RUN_ID.match(m.run.id), "run.id must be 1-64 letters, digits, '.', '_' or '-'"),
+        (_HEX64.match(m.run.owner_key_id), "run.owner_key_id must be 64 hex characters"),
+        (not m.model.sha256 or _HEX64.match(m.model.sha256), "model.sha256 must be 64 hex characters"),
+        (m.sync.mode in SYNC_MODES, f"sync.mode must be one of {SYNC_MODES}"),
+        (m.sync.staleness >= 0, "sync.staleness must be >= 0"),
+        (m.sync.publish_every >= 1, "sync.publish_every must be >= 1"),
+        (m.swarm.trainer_slots >= 1, "swarm.trainer_slots must be >= 1"),
+        (m.swarm.announce_period_s > 0, "swarm.announce_period_s must be > 0"),
+        (all(_HEX64.match(k) for k in m.swarm.trainer_keys), "swarm.trainer_keys must be key ids (64 hex)"),
+        (all(_HEX64.match(k) for k in m.swarm.rollout_keys), "swarm.rollout_keys must be key ids (64 hex)"),
+        (m.lora.r >= 1 and m.lora.alpha >= 1, "lora.r and lora.alpha must be >= 1"),
+        (set(m.lora.targets) <= set(LORA_TARGETS) and m.lora.targets, f"lora.targets must be within {LORA_TARGETS}"),
+        (m.grpo.group_size >= 2, "grpo.group_size must be >= 2 (advantages are relative to the group)"),
+        (m.grpo.prompts_per_step >= 1, "grpo.prompts_per_step must be >= 1"),
+        (1 <= m.grpo.max_new_tokens <= 4096, "grpo.max_new_tokens must be in 1..4096"),
+        (m.grpo.temperature > 0, "grpo.temperature must be > 0"),
+        (m.grpo.lr > 0 and m.grpo.clip > 0, "grpo.lr and grpo.clip must be > 0"),
+        (m.grpo.steps >= 1, "grpo.steps must be >= 1"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ManifestError(message)
+
+
+def manifest_body(manifest: RunManifest) -> bytes:
+    return canonical_json(manifest.to_dict())
+
+
+def sign_manifest(manifest: RunManifest, owner: Identity) -> dict[str, Any]:
+    """The manifest as a TOML-ready dict with its `[signature]` table."""
+    if owner.key_id != manifest.run.owner_key_id:
+        raise ManifestError("run.owner_key_id does not match the signing key")
+    signature = owner.sign(pae(MANIFEST_TYPE, manifest_body(manifest)))
+    doc = manifest.to_dict()
+    doc["signature"] = {
+        "public_key": owner.public_key.hex(),
+        "sig": base64.b64encode(signature).decode(),
+    }
+    return doc
+
+
+def write_manifest(doc: dict[str, Any], path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(to_toml(doc))
+    os.replace(tmp, path)
+
+
+def load_manifest(path: str | Path) -> SignedManifest:
+    """Read, verify and type a manifest file; any failure is a ManifestError naming the problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ManifestError(f"cannot read manifest {path}: {e.strerror}; create one with `swarm init`") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"manifest {path} is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ManifestError(f"manifest {path} is not valid TOML: {e}") from None
+    return verify_manifest(doc)
+
+
+def verify_manifest(doc: dict[str, Any]) -> SignedManifest:
+    doc = dict(doc)
+    sig = doc.pop("signature", None)
+    if not isinstance(sig, dict) or not isinstance(sig.get("public_key"), str) or not isinstance(sig.get("sig"), str):
+        raise ManifestError("manifest is not signed: missing [signature] public_key/sig (sign it with `swarm init`)")
+    manifest = parse_manifest(doc)
+    try:
+        public_key = bytes.fromhex(sig["public_key"])
+        signature = base64.b64decode(sig["sig"], validate=True)
+    except ValueError:
+        raise ManifestError("signature.public_key or signature.sig is not valid hex/base64") from None
+    if key_id_of(public_key) != manifest.run.owner_key_id:
+        raise ManifestError("signature.public_key is not the key named by run.owner_key_id")
+    body = manifest_body(manifest)
+    if not verify_signature(public_key, signature, pae(MANIFEST_TYPE, body)):
+        raise ManifestError("manifest signature does not verify: the file was changed after `swarm init`")
+    return SignedManifest(manifest, hashlib.sha256(body).hexdigest(), public_key)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_toml(doc: dict[str, Any]) -> str:
+    """Minimal TOML writer for our manifest shape (tables of scalars, lists, one nested table)."""
+    lines: list[str] = []
+
+    def emit(prefix: str, table: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+        lines.append(f"[{prefix}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        lines.append("")
+        for k, v in nested.items():
+            emit(f"{prefix}.{k}", v)
+
+    for name, table in doc.items():
+        emit(name, table)
+    return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return canonical_json(v).decode()  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")

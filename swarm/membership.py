@@ -1,0 +1,154 @@
+"""Joining a run's DHT, publishing our NodeInfo, and reading the live swarm.
+
+Wraps hivemind.DHT with the settings DESIGN.md §7 found necessary: explicit listen/announce
+addresses, no UPnP unless asked, the node key as libp2p identity (so peer id == signing key),
+our record validator, and a timeout on every call (a hivemind call can otherwise hang).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crypto.identity import Identity
+from swarm.manifest import SignedManifest
+from swarm.records import NodeInfo, RecordError, sign_record, verify_record
+from swarm.validator import RunRecordValidator
+
+log = logging.getLogger(__name__)
+CALL_TIMEOUT_S = 10.0
+
+
+class JoinError(RuntimeError):
+    """The node could not join the swarm (bad address, unreachable peers, port in use)."""
+
+
+@dataclass
+class SwarmView:
+    """The verified, unexpired records we can see, plus what we rejected while reading."""
+
+    records: list[NodeInfo]
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+def nodes_key(signed: SignedManifest) -> str:
+    return f"{signed.namespace}/nodes"
+
+
+class Membership:
+    def __init__(
+        self,
+        signed: SignedManifest,
+        identity: Identity | None,
+        *,
+        listen: list[str],
+        announce: list[str] | None = None,
+        initial_peers: list[str] | None = None,
+        identity_dir: Path | None = None,
+        client_mode: bool = False,
+        nat_port_map: bool = False,
+        join_timeout_s: float = 20.0,
+    ):
+        self.signed = signed
+        self.identity = identity
+        self.validator = RunRecordValidator(signed.digest, nodes_key(signed))
+        self._read_rejections: dict[str, int] = {}
+        self._kwargs = dict(
+            host_maddrs=listen,
+            announce_maddrs=announce,
+            initial_peers=initial_peers or None,
+            nat_port_map=nat_port_map,
+            client_mode=client_mode,
+            record_validators=[self.validator],
+            startup_timeout=join_timeout_s,
+            bootstrap_timeout=join_timeout_s,
+            check_if_identity_free=False,
+        )
+        if identity is not None and identity_dir is not None:
+            path = Path(identity_dir) / "libp2p.key"
+            identity.write_libp2p_identity(path)
+            self._kwargs["identity_path"] = str(path)
+        self._join_timeout_s = join_timeout_s
+        self.dht = None
+
+    def start(self) -> None:
+        import hivemind
+
+        try:
+            self.dht = hivemind.DHT(start=True, await_ready=False, **self._kwargs)
+            self.dht.wait_until_ready(timeout=self._join_timeout_s + 10)
+        except Exception as e:  # hivemind raises a zoo of types here; all mean "could not join"
+            self.shutdown()
+            raise JoinError(_explain_join_failure(e, self._kwargs)) from None
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.dht.peer_id)
+
+    def visible_maddrs(self) -> list[str]:
+        return [str(m) for m in self.dht.get_visible_maddrs()]
+
+    def publish(self, info: NodeInfo) -> bool:
+        """Store our signed record under our public key; the record's own expiry is the DHT expiry."""
+        envelope = sign_record(info, self.identity)
+        future = self.dht.store(
+            nodes_key(self.signed), envelope, info.expires_at, subkey=info.public_key, return_future=True
+        )
+        try:
+            return bool(future.result(timeout=CALL_TIMEOUT_S))
+        except Exception as e:
+            log.warning("publishing our record failed: %r", e)
+            return False
+
+    def view(self) -> SwarmView:
+        """Live records, each verified again here (defence in depth) and deduplicated by peer."""
+        future = self.dht.get(nodes_key(self.signed), latest=True, return_future=True)
+        try:
+            found = future.result(timeout=CALL_TIMEOUT_S)
+        except Exception as e:
+            log.warning("reading the swarm failed: %r", e)
+            found = None
+        now = time.time()
+        records: dict[str, NodeInfo] = {}
+        if found is not None and isinstance(found.value, dict):
+            for owner, item in found.value.items():
+                try:
+                    info = verify_record(
+                        item.value, owner_public_key_hex=owner, run_digest=self.signed.digest,
+                        expiration_time=item.expiration_time,
+                    )
+                except RecordError as e:
+                    self._read_rejections[e.reason] = self._read_rejections.get(e.reason, 0) + 1
+                    continue
+                if info.expires_at < now:
+                    continue
+                if not self.signed.manifest.member_allowed(info.key_id):
+                    self._read_rejections["not_member"] = self._read_rejections.get("not_member", 0) + 1
+                    continue
+                records[info.peer_id] = info
+        return SwarmView(sorted(records.values(), key=lambda r: r.peer_id), self.rejections())
+
+    def rejections(self) -> dict[str, int]:
+        merged = dict(self.validator.rejections())
+        for reason, n in self._read_rejections.items():
+            merged[reason] = merged.get(reason, 0) + n
+        return merged
+
+    def shutdown(self) -> None:
+        if self.dht is not None:
+            try:
+                self.dht.shutdown()
+            finally:
+                self.dht = None
+
+
+def _explain_join_failure(error: Exception, kwargs: dict) -> str:
+    text = str(error) or type(error).__name__
+    peers = kwargs.get("initial_peers")
+    if peers:
+        return (
+            f"could not join the swarm through {', '.join(peers)} ({text}). Check that a node is running "
+            "there and that the multiaddr (including /p2p/PEER_ID) is the one it printed."
+        )
+    return f"could not start the DHT on {', '.join(kwargs['host_maddrs'])} ({text}). Is the address free?"

@@ -1,0 +1,197 @@
+"""NodeInfo: the small, signed, expiring record a node publishes in the DHT.
+
+A record is canonical JSON inside a DSSE envelope signed by the node's Ed25519 key (which is
+also its libp2p identity, so the peer id proves the key). It is stored under the run's
+`nodes` key with the signer's public key (hex) as subkey; `expires_at` is signed too, so
+nobody can re-publish an old record with a longer life. The DHT breaks above ~64 KiB: we keep
+records under MAX_RECORD_BYTES.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from crypto.canonical import canonical_json, parse_json
+from crypto.envelope import sign_envelope, verify_envelope
+from crypto.errors import CryptoError
+from crypto.identity import Identity, key_id_of
+
+NODEINFO_TYPE = "application/vnd.echo-swarm.nodeinfo+json"
+SCHEMA_VERSION = 1
+MAX_RECORD_BYTES = 8 * 1024
+ROLES = ("joining", "trainer", "rollout")
+ROLE_PREFS = ("auto", "trainer", "rollout")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RecordError(ValueError):
+    """A record failed verification or its schema; `reason` is a short counter name."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cpu: str = ""
+    cores: int = 0
+    ram_gb: float = 0.0
+    gpus: tuple = ()
+    """(name, memory_gb) per CUDA device."""
+    mps: bool = False
+    torch: bool = False
+    engines: tuple = ()
+    """Inference engines importable here: 'transformers', 'llamacpp'."""
+
+    @property
+    def tier(self) -> int:
+        """Coarse training capability: CUDA > Apple MPS > CPU."""
+        return 2 if self.gpus else 1 if self.mps else 0
+
+    @property
+    def train_memory_gb(self) -> float:
+        return max((mem for _, mem in self.gpus), default=self.ram_gb)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    run_digest: str
+    peer_id: str
+    key_id: str
+    public_key: str
+    """Ed25519 public key, hex."""
+    hpke_keys: dict
+    """suite name -> HPKE recipient public key (hex)."""
+    addrs: tuple
+    hardware: Hardware
+    decode_tok_s: float
+    """Measured decode speed on the embedded tiny model."""
+    role: str
+    role_pref: str
+    state: str
+    adapter_version: int
+    """-1 until the node holds an adapter version."""
+    software: str
+    issued_at: float
+    expires_at: float
+    extra: dict = field(default_factory=dict)
+    """Small role-specific fields (e.g. trainer step); later issues add keys here."""
+    schema: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["addrs"] = list(self.addrs)
+        d["hardware"]["gpus"] = [list(g) for g in self.hardware.gpus]
+        d["hardware"]["engines"] = list(self.hardware.engines)
+        return d
+
+
+def sign_record(info: NodeInfo, identity: Identity) -> bytes:
+    payload = canonical_json(info.to_dict())
+    envelope = sign_envelope(NODEINFO_TYPE, payload, [identity])
+    if len(envelope) > MAX_RECORD_BYTES:
+        raise RecordError("oversize", f"own record is {len(envelope)} bytes > {MAX_RECORD_BYTES}")
+    return envelope
+
+
+def verify_record(
+    envelope: bytes, *, owner_public_key_hex: str, run_digest: str, expiration_time: float | None = None
+) -> NodeInfo:
+    """Check that `envelope` is a NodeInfo of this run signed by the owner named in the subkey."""
+    if not isinstance(envelope, bytes):
+        raise RecordError("schema", "record value is not bytes")
+    if len(envelope) > MAX_RECORD_BYTES:
+        raise RecordError("oversize", f"{len(envelope)} bytes > {MAX_RECORD_BYTES}")
+    if not _HEX64.match(owner_public_key_hex or ""):
+        raise RecordError("wrong_owner", "subkey is not an Ed25519 public key")
+    public_key = bytes.fromhex(owner_public_key_hex)
+    try:
+        verified = verify_envelope(
+            envelope,
+            trusted_keys={key_id_of(public_key): public_key},
+            payload_types={NODEINFO_TYPE},
+            max_size=MAX_RECORD_BYTES,
+        )
+        doc = parse_json(verified.payload, max_size=MAX_RECORD_BYTES)
+    except CryptoError as e:
+        raise RecordError("bad_signature", str(e)) from None
+    info = _decode(doc)
+    if info.public_key != owner_public_key_hex or info.key_id != key_id_of(public_key):
+        raise RecordError("wrong_owner", "record describes another key than the one that signed it")
+    if info.run_digest != run_digest:
+        raise RecordError("wrong_run", "record belongs to another run manifest")
+    if expiration_time is not None and abs(expiration_time - info.expires_at) > 1e-3:
+        raise RecordError("expiry_mismatch", "DHT expiration differs from the signed expires_at")
+    return info
+
+
+def _decode(doc: Any) -> NodeInfo:
+    """Strict schema: exact field set, exact types. Errors carry reason 'schema'."""
+    try:
+        _expect_keys(doc, {f.name for f in dataclasses.fields(NodeInfo)}, "record")
+        if doc["schema"] != SCHEMA_VERSION:
+            raise RecordError("schema", f"unsupported schema version {doc['schema']!r}")
+        hw = doc["hardware"]
+        _expect_keys(hw, {f.name for f in dataclasses.fields(Hardware)}, "hardware")
+        hardware = Hardware(
+            cpu=_typed(hw["cpu"], str, "hardware.cpu", max_len=200),
+            cores=_typed(hw["cores"], int, "hardware.cores"),
+            ram_gb=float(_typed(hw["ram_gb"], (int, float), "hardware.ram_gb")),
+            gpus=tuple(
+                (_typed(g[0], str, "gpu name", max_len=200), float(_typed(g[1], (int, float), "gpu memory")))
+                for g in _typed(hw["gpus"], list, "hardware.gpus", max_len=16)
+                if _typed(g, list, "gpu", max_len=2) and len(g) == 2
+            ),
+            mps=_typed(hw["mps"], bool, "hardware.mps"),
+            torch=_typed(hw["torch"], bool, "hardware.torch"),
+            engines=tuple(_typed(e, str, "engine", max_len=32) for e in _typed(hw["engines"], list, "engines", 8)),
+        )
+        hpke = _typed(doc["hpke_keys"], dict, "hpke_keys", max_len=4)
+        for suite, key in hpke.items():
+            _typed(key, str, f"hpke_keys.{suite}", max_len=4096)
+        info = NodeInfo(
+            run_digest=_typed(doc["run_digest"], str, "run_digest", max_len=64),
+            peer_id=_typed(doc["peer_id"], str, "peer_id", max_len=128),
+            key_id=_typed(doc["key_id"], str, "key_id", max_len=64),
+            public_key=_typed(doc["public_key"], str, "public_key", max_len=64),
+            hpke_keys=hpke,
+            addrs=tuple(_typed(a, str, "addr", max_len=256) for a in _typed(doc["addrs"], list, "addrs", 16)),
+            hardware=hardware,
+            decode_tok_s=float(_typed(doc["decode_tok_s"], (int, float), "decode_tok_s")),
+            role=_choice(doc["role"], ROLES, "role"),
+            role_pref=_choice(doc["role_pref"], ROLE_PREFS, "role_pref"),
+            state=_typed(doc["state"], str, "state", max_len=32),
+            adapter_version=_typed(doc["adapter_version"], int, "adapter_version"),
+            software=_typed(doc["software"], str, "software", max_len=64),
+            issued_at=float(_typed(doc["issued_at"], (int, float), "issued_at")),
+            expires_at=float(_typed(doc["expires_at"], (int, float), "expires_at")),
+            extra=_typed(doc["extra"], dict, "extra", max_len=32),
+        )
+    except (KeyError, IndexError, TypeError) as e:
+        raise RecordError("schema", f"malformed record ({e})") from None
+    return info
+
+
+def _expect_keys(doc: Any, keys: set[str], where: str) -> None:
+    if not isinstance(doc, dict) or set(doc) != keys:
+        got = set(doc) if isinstance(doc, dict) else type(doc).__name__
+        raise RecordError("schema", f"{where} fields {got} != expected {sorted(keys)}")
+
+
+def _typed(value: Any, kind: type | tuple, where: str, max_len: int | None = None) -> Any:
+    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise RecordError("schema", f"{where} must be {kind}, not a boolean")
+    if not isinstance(value, kind):
+        raise RecordError("schema", f"{where} has type {type(value).__name__}")
+    if max_len is not None and len(value) > max_len:
+        raise RecordError("schema", f"{where} is longer than {max_len}")
+    return value
+
+
+def _choice(value: Any, choices: tuple, where: str) -> str:
+    if value not in choices:
+        raise RecordError("schema", f"{where} must be one of {choices}")
+    return value

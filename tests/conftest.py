@@ -1,0 +1,49 @@
+"""Shared fixtures: keys and signed manifests in tmp dirs, real node processes, a reaper.
+
+Every process a test starts is registered and stopped by process group at the end of the
+session; the reaper also checks that nothing a node spawned (DHT child, p2pd) outlived it.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HIVEMIND_LOGLEVEL", "ERROR")
+
+
+def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `swarm ARGS` in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "nodes", *args], capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="session")
+def launched():
+    """Registry of NodeProcess objects; all are stopped (by process group) when the session ends."""
+    procs = []
+    yield procs
+    for p in procs:
+        p.stop(grace=5)
+
+
+@pytest.fixture
+def owner(tmp_path):
+    from crypto.identity import Identity
+
+    identity = Identity.generate()
+    identity.save(tmp_path / "owner.key")
+    return identity, tmp_path / "owner.key"
+
+
+def make_manifest(tmp_path: Path, owner_key: Path, *extra: str, name: str = "run.toml") -> Path:
+    out = tmp_path / name
+    result = run_cli("init", "--out", str(out), "--owner-key", str(owner_key), "--run-id", "test", *extra)
+    assert result.returncode == 0, result.stderr
+    return out

@@ -1,0 +1,56 @@
+"""The `swarm` CLI as a user meets it: fast help, one-line errors that name the fix."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import make_manifest, run_cli
+
+
+def test_help_does_not_import_heavy_dependencies():
+    code = ("import sys; from nodes.cli import build_parser; build_parser().format_help(); "
+            "heavy = [m for m in ('torch', 'hivemind', 'transformers') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    result = run_cli("--help")
+    assert result.returncode == 0 and "keygen" in result.stdout and "node" in result.stdout
+
+
+def test_keygen_writes_a_private_key_file(tmp_path):
+    result = run_cli("keygen", "--out", str(tmp_path / "k.key"))
+    assert result.returncode == 0, result.stderr
+    assert os.stat(tmp_path / "k.key").st_mode & 0o777 == 0o600
+    again = run_cli("keygen", "--out", str(tmp_path / "k.key"))
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_insecure_key_file_is_refused_with_the_fix(tmp_path):
+    assert run_cli("keygen", "--out", str(tmp_path / "k.key")).returncode == 0
+    os.chmod(tmp_path / "k.key", 0o644)
+    result = run_cli("init", "--out", str(tmp_path / "run.toml"), "--owner-key", str(tmp_path / "k.key"))
+    assert result.returncode == 2
+    assert "chmod 600" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_node_refuses_a_tampered_manifest_without_traceback(tmp_path, owner):
+    run = make_manifest(tmp_path, owner[1])
+    run.write_text(run.read_text().replace('mode = "async"', 'mode = "sequential"'))
+    result = run_cli("node", "--run", str(run), "--key", str(tmp_path / "n.key"), "--workdir", str(tmp_path / "w"))
+    assert result.returncode == 2
+    assert "signature does not verify" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_node_refuses_a_trainer_role_its_key_is_not_allowed(tmp_path, owner):
+    run = make_manifest(tmp_path, owner[1], "--trainer-key", "c" * 64)
+    result = run_cli("node", "--run", str(run), "--key", str(tmp_path / "n.key"), "--role", "trainer",
+                     "--workdir", str(tmp_path / "w"))
+    assert result.returncode == 2 and "trainer_keys" in result.stderr
+
+
+def test_unreachable_initial_peer_is_a_clear_error_not_a_hang(tmp_path, owner):
+    run = make_manifest(tmp_path, owner[1])
+    bogus = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWN9BxXTgjNkv8K4D4fihtTew6QaNzxsKc8UWgYJu2NivH"
+    result = run_cli("peers", "--run", str(run), "--initial-peers", bogus, "--timeout", "5", timeout=90)
+    assert result.returncode == 2
+    assert "could not join the swarm" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,153 @@
+"""Four real `swarm node` processes on 127.0.0.1: join, advertise, pick roles, survive a forger
+and a crashed trainer, and leave nothing running behind."""
+from __future__ import annotations
+
+import json
+import time
+
+import psutil
+import pytest
+
+from conftest import make_manifest, run_cli
+from scenarios.processes import NodeProcess
+
+PERIOD = 1.0  # announce period for the test swarm; records live max(2 x period, skew=5s) = 5s
+TTL = 5.0
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def view_of(node: NodeProcess) -> dict[str, dict]:
+    status = node.status() or {}
+    return {p["peer_id"]: p for p in status.get("peers", [])}
+
+
+@pytest.fixture(scope="module")
+def swarm4(tmp_path_factory, launched):
+    from crypto.identity import Identity
+
+    tmp = tmp_path_factory.mktemp("swarm4")
+    owner = Identity.generate()
+    owner.save(tmp / "owner.key")
+    run = make_manifest(tmp, tmp / "owner.key", "--announce-period", str(PERIOD))
+    nodes = []
+    boot = NodeProcess("n0", tmp / "n0", ["--run", str(run), "--key", str(tmp / "n0.key")]).start()
+    launched.append(boot)
+    nodes.append(boot)
+    maddr = boot.wait_joined()
+    for i in range(1, 4):
+        node = NodeProcess(f"n{i}", tmp / f"n{i}", ["--run", str(run), "--key", str(tmp / f"n{i}.key"),
+                                                   "--initial-peers", maddr]).start()
+        launched.append(node)
+        nodes.append(node)
+    for node in nodes:
+        node.wait_joined()
+    wait_for(lambda: all(len(view_of(n)) == 4 for n in nodes), 60, "every node to see 4 peers")
+    yield run, nodes
+    for node in nodes:
+        node.stop()
+
+
+def test_peers_lists_all_nodes_with_hardware_and_one_trainer(swarm4):
+    run, nodes = swarm4
+    result = run_cli("peers", "--run", str(run), "--initial-peers", nodes[0].maddr, "--json")
+    assert result.returncode == 0, result.stderr
+    peers = json.loads(result.stdout)["peers"]
+    assert len(peers) == 4
+    assert {p["peer_id"] for p in peers} == {n.status()["peer_id"] for n in nodes}
+    for p in peers:
+        assert p["hardware"]["cores"] >= 1 and p["hardware"]["ram_gb"] > 0 and p["decode_tok_s"] > 0
+        assert "transformers" in p["hardware"]["engines"]
+    assert [p["role"] for p in peers].count("trainer") == 1  # the manifest's one trainer slot
+
+    table = run_cli("peers", "--run", str(run), "--initial-peers", nodes[0].maddr)
+    assert table.returncode == 0 and "4 live node(s)" in table.stdout and "trainer" in table.stdout
+
+
+def test_forged_records_are_rejected_by_every_node(swarm4):
+    import hivemind
+
+    from crypto.identity import Identity
+    from swarm.manifest import load_manifest
+    from swarm.membership import nodes_key
+    from swarm.records import NodeInfo, sign_record
+
+    run, nodes = swarm4
+    signed = load_manifest(run)
+    victim = nodes[1].status()
+    honest = view_of(nodes[0])[victim["peer_id"]]
+    forger = Identity.generate()
+    now = time.time()
+    lie = NodeInfo(
+        run_digest=signed.digest, peer_id=victim["peer_id"], key_id=victim["key_id"],
+        public_key=honest_public_key(nodes[1]), hpke_keys={"x25519": forger.hpke_public().hex()}, addrs=(),
+        hardware=_hardware(), decode_tok_s=1e9, role="trainer", role_pref="trainer", state="ready",
+        adapter_version=99, software="forger", issued_at=now, expires_at=now + 60, extra={},
+    )
+    forged = sign_record(lie, forger)  # the victim's identity, signed by another key
+    dht = hivemind.DHT(start=True, initial_peers=[nodes[0].maddr], host_maddrs=["/ip4/127.0.0.1/tcp/0"],
+                       nat_port_map=False)
+    try:
+        before = {n.name: sum(n.status()["rejected"].values()) for n in nodes}
+        stored = dht.store(nodes_key(signed), forged, lie.expires_at, subkey=lie.public_key)
+        assert stored is False  # every honest replica refused it
+        wait_for(lambda: all(sum(n.status()["rejected"].values()) > before[n.name] for n in nodes), 10 * PERIOD,
+                 "every node to count a rejection")
+    finally:
+        dht.shutdown()
+    time.sleep(2 * PERIOD)
+    for node in nodes:
+        seen = view_of(node)[victim["peer_id"]]
+        assert seen["software"] == honest["software"] and seen["decode_tok_s"] == honest["decode_tok_s"]
+        assert node.status()["rejected"].get("bad_signature", 0) >= 1
+
+
+def test_trainer_crash_hands_the_slot_to_another_node_and_leaves_no_process(swarm4):
+    run, nodes = swarm4
+    roles = {n.name: n.status()["role"] for n in nodes}
+    trainer = next(n for n in nodes if roles[n.name] == "trainer")
+    descendants = psutil.Process(trainer.pid).children(recursive=True)
+    assert any(p.name() == "p2pd" for p in descendants)
+    killed_at = time.monotonic()
+    trainer.kill_hard()
+    survivors = [n for n in nodes if n is not trainer]
+
+    def new_trainer():
+        views = [n.status() for n in survivors]
+        trainers = {v["peer_id"] for v in views if v["role"] == "trainer"}
+        gone = all(trainer.status()["peer_id"] not in view_of(n) for n in survivors)
+        return trainers if len(trainers) == 1 and gone else None
+
+    # The crashed record expires after one TTL; the next announce period notices.
+    elected = wait_for(new_trainer, TTL + 3 * PERIOD + 5, "a survivor to take the trainer slot")
+    assert len(elected) == 1
+    print(f"takeover after {time.monotonic() - killed_at:.1f}s (TTL {TTL}s)")
+    # The watchdog reaps the DHT child and p2pd of the killed node within seconds.
+    wait_for(lambda: not [p for p in descendants if _alive(p)], 15, "the killed node's children to exit")
+
+
+def honest_public_key(node: NodeProcess) -> str:
+    from crypto.identity import Identity
+
+    return Identity.load(node.args[node.args.index("--key") + 1]).public_key.hex()
+
+
+def _hardware():
+    from swarm.records import Hardware
+
+    return Hardware(cpu="forged", cores=64, ram_gb=512.0, gpus=(("H100", 80.0),), torch=True)
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
