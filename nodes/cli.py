@@ -55,12 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--role", choices=("auto", "rollout", "trainer"), default="auto")
     s.add_argument("--workdir", default=None, help="state directory (default ./runs/<run-id>/<key-id>)")
     s.add_argument("--upnp", action="store_true", help="ask the router for a port mapping (off by default)")
+    s.add_argument("--engine", choices=("auto", "transformers", "llamacpp"), default="auto",
+                   help="rollout engine (auto: llama.cpp when installed, else transformers)")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for the engine / trainer")
 
     s = sub.add_parser("peers", help="show the live swarm")
     s.add_argument("--run", required=True, help="signed run manifest")
     s.add_argument("--initial-peers", nargs="+", required=True, metavar="MADDR")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the swarm")
+
+    s = sub.add_parser("simulate", help="run a scenario as real node processes on 127.0.0.1 and report")
+    s.add_argument("scenario", nargs="?", default=None,
+                   help="scenario TOML (default: the packaged scenarios/default.toml)")
+    s.add_argument("--out", default=None, help="fresh output directory (default runs/sim-<timestamp>)")
+    s.add_argument("--steps", type=int, default=None, help="trainer steps (overrides the scenario's)")
+    s.add_argument("--timeout", type=float, default=None, help="seconds before the run is stopped")
+    s.add_argument("--quiet", action="store_true", help="plain progress lines instead of the live table")
     return p
 
 

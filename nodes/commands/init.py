@@ -34,12 +34,15 @@ def base_digest(base: str) -> str:
     return ""  # a hub id: nodes check the digest of what they download against what the owner pins
 
 
-def run(args) -> int:
-    from crypto.identity import Identity
-    from nodes.tasks import make_task
-    from swarm.manifest import parse_manifest, sign_manifest, write_manifest
+def build_manifest(args, owner):
+    """The typed, validated manifest `swarm init` signs for parsed `init` arguments.
 
-    owner = Identity.load(args.owner_key)
+    Shared with `swarm simulate`, which parses its own `init` argument list with the same parser,
+    so a simulated run gets exactly the manifest (and defaults) a user's `swarm init` would.
+    """
+    from nodes.tasks import make_task
+    from swarm.manifest import parse_manifest
+
     make_task(args.task, _task_options(args.task_option))  # fail now, not on every node later
     body = {
         "run": {"id": args.run_id or time.strftime("run-%Y%m%d-%H%M%S"), "owner_key_id": owner.key_id,
@@ -51,7 +54,15 @@ def run(args) -> int:
         "swarm": {"trainer_slots": args.trainer_slots, "trainer_keys": args.trainer_key,
                   "rollout_keys": args.rollout_key, "announce_period_s": args.announce_period},
     }
-    manifest = parse_manifest(body)
+    return parse_manifest(body)
+
+
+def run(args) -> int:
+    from crypto.identity import Identity
+    from swarm.manifest import sign_manifest, write_manifest
+
+    owner = Identity.load(args.owner_key)
+    manifest = build_manifest(args, owner)
     doc = sign_manifest(manifest, owner)
     write_manifest(doc, Path(args.out))
     from swarm.manifest import load_manifest

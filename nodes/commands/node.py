@@ -64,15 +64,23 @@ def run(args) -> int:
         workdir=workdir,
         nat_port_map=args.upnp,
     )
-    node = Node(signed, identity, options, probe_hardware(), decode_speed())
+    hardware = probe_hardware()
+    engine = args.engine if args.engine != "auto" else ("llamacpp" if "llamacpp" in hardware.engines else "transformers")
+    node = Node(signed, identity, options, hardware, decode_speed())
+    runtime = None
     try:
         node.start()
+        from nodes.roles_runtime import RoleRuntime
+
+        runtime = RoleRuntime(node, engine, args.threads)
         print(f"node {node.peer_id} key {identity.key_id[:16]} run {manifest.run.id} ({signed.digest[:12]})",
               flush=True)
         for maddr in node.maddrs:
             print(f"join with: --initial-peers {maddr}", flush=True)
         node.run(stop)
     finally:
+        if runtime is not None:
+            runtime.close()
         node.shutdown()
         logging.getLogger("echo_swarm.node").info("left the swarm")
         del watchdog  # it sees us exit, sweeps up anything left behind, and exits itself

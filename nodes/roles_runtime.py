@@ -1,0 +1,77 @@
+"""Wires a node's role to its worker: P2P handlers, adapter store, metrics, role switches.
+
+The node itself only knows roles; this module starts the rollout or trainer worker when the
+role changes and serves the two P2P protocols every node speaks: `chunks` (trainers accept
+trajectory chunks) and `adapter` (any node serves the adapter versions it holds).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+from nodes.adapter_store import AdapterStore
+from nodes.metrics import MetricsLog
+from nodes.trajectory import ChunkLimits
+from swarm.transport import Transport
+
+log = logging.getLogger("echo_swarm.node")
+MAX_CHUNK_REQUEST = ChunkLimits(vocab_size=1).max_bytes + 128 * 1024
+
+
+class RoleRuntime:
+    def __init__(self, node, engine_kind: str, threads: int | None):
+        self.node = node
+        self.engine_kind = engine_kind
+        self.threads = threads
+        workdir = Path(node.options.workdir)
+        self.metrics = MetricsLog(workdir / "metrics.jsonl")
+        self.store = AdapterStore(workdir / "adapters", node.signed.digest)
+        self.worker = None
+        self._switch = threading.Lock()
+        self.transport = Transport(node.membership.dht)
+        ns = node.signed.namespace
+        self.transport.serve(f"{ns}/chunks", self._on_chunk, max_request=MAX_CHUNK_REQUEST)
+        self.transport.serve(f"{ns}/adapter", self._on_adapter_request, max_request=1024)
+        node.on_role_change = self.on_role_change
+
+    def _on_chunk(self, remote: str, blob: bytes) -> bytes:
+        worker = self.worker
+        if worker is None or not hasattr(worker, "handle_chunk"):
+            return json.dumps({"ok": False, "reason": "not_trainer", "need": 0}).encode()
+        return worker.handle_chunk(remote, blob)
+
+    def _on_adapter_request(self, remote: str, request: bytes) -> bytes:
+        try:
+            version = json.loads(request)["version"]
+            bundle = self.store.bundle(int(version)) if isinstance(version, int) else None
+        except (ValueError, KeyError, TypeError):
+            bundle = None
+        return bundle or b""
+
+    def on_role_change(self, old: str, new: str) -> None:
+        """Switch workers off the announce thread: loading a model must not delay our record."""
+        threading.Thread(target=self._switch_to, args=(new,), name="role-switch", daemon=True).start()
+
+    def _switch_to(self, new: str) -> None:
+        with self._switch:
+            if self.worker is not None:
+                self.worker.stop()
+                self.worker = None
+            self.metrics.write("role", role=new)
+            if new == "trainer":
+                from nodes.trainer.worker import TrainerWorker
+
+                self.worker = TrainerWorker(self.node, self.transport, self.store, self.metrics, self.threads)
+            else:
+                from nodes.rollout import RolloutWorker
+
+                self.worker = RolloutWorker(self.node, self.transport, self.store, self.metrics,
+                                            self.engine_kind, self.threads)
+            self.worker.start()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.transport.close()

@@ -1,0 +1,178 @@
+"""Adapter versions on disk and the deltas that carry them between versions (DESIGN.md §3, §4).
+
+A version is a PEFT directory (``adapter_config.json`` + ``adapter_model.safetensors``) that any
+user can load with ``PeftModel.from_pretrained(base, dir)``. Its identity is the sha256 of the
+safetensors file, so the bytes must be a pure function of the tensors: :func:`adapter_bytes` is
+the one serialiser, used when saving and when rebuilding a version from a delta.
+
+A delta is exact, not approximate: for tensors whose name, dtype and shape are unchanged it is the
+bitwise XOR of the parent and child bits (float subtraction would not round-trip), so
+``apply_delta(parent, adapter_delta(parent, child))`` is bit-identical to ``child`` and the
+rebuilt file hashes to the published digest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_XOR, _NEW, _DEL = "xor:", "new:", "del:"
+
+
+class AdapterError(ValueError):
+    """An adapter directory or delta is malformed or does not match its expected digest."""
+
+
+def adapter_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    """The canonical safetensors bytes of an adapter (sorted names, fixed metadata)."""
+    from safetensors.torch import save
+
+    return save({k: tensors[k].detach().contiguous() for k in sorted(tensors)}, metadata={"format": "pt"})
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_version(tensors: dict[str, torch.Tensor], config: dict[str, Any], out_dir: str | Path) -> str:
+    """Write a PEFT dir atomically (tmp dir, fsync, rename) and return the weights' sha256."""
+    out = Path(out_dir)
+    if out.exists():
+        raise AdapterError(f"{out} already exists: versions are immutable")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = adapter_bytes(tensors)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name, payload in ((WEIGHTS_NAME, data),
+                              (CONFIG_NAME, json.dumps(config, sort_keys=True, indent=2).encode())):
+            with open(tmp / name, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:  # make the rename durable
+        fd = os.open(out.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return sha256_hex(data)
+
+
+def save_version(policy, out_dir: str | Path, version: int) -> str:
+    """Write ``policy``'s adapter as version ``version`` into ``out_dir``; return its sha256.
+
+    ``out_dir`` is the version's own directory (it must not exist yet). The version number goes
+    into the config's ``revision`` field for humans; the provenance log is what binds it.
+    """
+    if type(version) is not int or version < 0:
+        raise AdapterError("version must be a non-negative int")
+    config = policy.peft_config_dict()
+    config["revision"] = f"v{version}"
+    return write_version(policy.adapter_tensors(), config, out_dir)
+
+
+def load_version(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a version's tensors (safetensors, never pickle); check the digest when given."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    p = Path(path)
+    if not (p / CONFIG_NAME).is_file() or not (p / WEIGHTS_NAME).is_file():
+        raise AdapterError(f"{p} is not a PEFT adapter dir")
+    data = (p / WEIGHTS_NAME).read_bytes()
+    if expected_sha256 is not None and sha256_hex(data) != expected_sha256:
+        raise AdapterError(f"{p}: sha256 mismatch")
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise AdapterError(f"{p}: unreadable adapter weights: {exc}") from None
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().contiguous().view(_INT_VIEW[t.element_size()])
+
+
+def adapter_delta(parent: dict[str, torch.Tensor], child: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Exact delta from ``parent`` to ``child``: ``xor:NAME`` bit-XOR tensors where name, dtype and
+    shape match, ``new:NAME`` full tensors otherwise, ``del:NAME`` empty markers for removals."""
+    out: dict[str, torch.Tensor] = {}
+    for name, c in child.items():
+        p = parent.get(name)
+        if p is not None and p.dtype == c.dtype and p.shape == c.shape and c.element_size() in _INT_VIEW:
+            out[_XOR + name] = torch.bitwise_xor(_bits(p), _bits(c))
+        else:
+            out[_NEW + name] = c.detach().contiguous().clone()
+    for name in parent:
+        if name not in child:
+            out[_DEL + name] = torch.zeros(0, dtype=torch.uint8)
+    return out
+
+
+def apply_delta(parent: dict[str, torch.Tensor], delta: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rebuild the child from its parent and a delta; raises :class:`AdapterError` if they don't fit."""
+    child = {k: v for k, v in parent.items()}
+    for key, d in delta.items():
+        if key.startswith(_XOR):
+            name = key[len(_XOR):]
+            p = parent.get(name)
+            if p is None or p.element_size() not in _INT_VIEW or _bits(p).dtype != d.dtype \
+                    or p.shape != d.shape:
+                raise AdapterError(f"delta does not fit the parent at {name!r}")
+            child[name] = torch.bitwise_xor(_bits(p), d).view(p.dtype).clone()
+        elif key.startswith(_NEW):
+            child[key[len(_NEW):]] = d.clone()
+        elif key.startswith(_DEL):
+            if child.pop(key[len(_DEL):], None) is None:
+                raise AdapterError(f"delta removes {key!r}, which the parent lacks")
+        else:
+            raise AdapterError(f"unknown delta entry {key!r}")
+    return child
+
+
+def encode_delta(delta: dict[str, torch.Tensor], parent_sha256: str, child_sha256: str) -> bytes:
+    """A delta as safetensors bytes, naming the parent it applies to and the child it rebuilds."""
+    from safetensors.torch import save
+
+    meta = {"parent_sha256": parent_sha256, "child_sha256": child_sha256}
+    return save({k: delta[k].contiguous() for k in sorted(delta)}, metadata=meta)
+
+
+def decode_delta(data: bytes, parent: dict[str, torch.Tensor], parent_sha256: str) -> dict[str, torch.Tensor]:
+    """Apply delta bytes to ``parent``; the rebuilt child must hash to the digest the delta names.
+
+    (The delta bytes themselves come inside a signed envelope; this checks they fit the parent.)
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        meta = header.get("__metadata__") or {}
+        delta = load(bytes(data))
+    except (SafetensorError, ValueError, TypeError, RuntimeError) as exc:
+        raise AdapterError(f"unreadable delta: {exc}") from None
+    if not isinstance(meta, dict):
+        raise AdapterError("delta metadata is not an object")
+    if meta.get("parent_sha256") != parent_sha256:
+        raise AdapterError("delta is against a different parent")
+    child = apply_delta(parent, delta)
+    if sha256_hex(adapter_bytes(child)) != meta.get("child_sha256"):
+        raise AdapterError("rebuilt adapter does not match the delta's child digest")
+    return child

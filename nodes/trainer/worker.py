@@ -1,0 +1,253 @@
+"""The trainer worker: intake of chunks, GRPO steps on the LoRA, signed version publication.
+
+Accounting invariant: every accepted chunk ends up consumed by exactly one step (named in the
+version record that follows) or dropped with a reason; `accepted == consumed + dropped +
+buffered` at all times, and each accounting line in metrics.jsonl shows it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+
+import torch
+
+from nodes.adapter_store import AdapterStore
+from nodes.metrics import MetricsLog
+from nodes.trainer.checkpoint import load_checkpoint, save_checkpoint
+from nodes.trainer.intake import (Accepted, Rejected, check_honesty, check_staleness, open_chunk,
+                                  recompute_rewards)
+from nodes.trajectory import ChunkLimits
+from swarm.versions import AdapterVersion, sign_version
+
+log = logging.getLogger("echo_swarm.trainer")
+
+
+class TrainerWorker:
+    def __init__(self, node, transport, store: AdapterStore, metrics: MetricsLog, threads: int | None):
+        from transformers import AutoTokenizer
+
+        from nodes.models import resolve_base
+        from nodes.tasks import make_task
+        from nodes.trainer.policy import Policy, PolicyConfig
+
+        m = node.signed.manifest
+        self.node, self.transport, self.store, self.metrics, self.m = node, transport, store, metrics, m
+        base = resolve_base(m.model.base, m.model.sha256)
+        config = PolicyConfig(r=m.lora.r, alpha=m.lora.alpha, targets=tuple(m.lora.targets), lr=m.grpo.lr,
+                              grad_clip=m.grpo.grad_clip, clip=m.grpo.clip, kl_coef=m.grpo.kl_coef,
+                              temperature=m.grpo.temperature)
+        self.policy = Policy(base, config, seed=m.run.seed, threads=threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(base)
+        self.task = make_task(m.task.name, m.task.options)
+        self.limits = ChunkLimits(vocab_size=self.policy.vocab_size)
+        self.lock = threading.RLock()  # the policy is shared by intake (scoring) and training
+        self.ready = threading.Condition()
+        self.buffer: deque[Accepted] = deque()
+        self.seen: set[str] = set()
+        self.acct = {"accepted": 0, "consumed": 0, "dropped": Counter(), "rejected": Counter()}
+        self.versions: dict[int, dict] = {}  # recent adapter tensors, for the honesty check
+        self.consumed_digests: list[str] = []
+        self.ckpt_dir = Path(node.options.workdir) / "checkpoint"
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="trainer", daemon=True)
+        self._restore_or_publish_first()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        with self.ready:
+            self.ready.notify_all()
+        self.thread.join(timeout=60)
+
+    @property
+    def step(self) -> int:
+        return self.policy.step
+
+    def _restore_or_publish_first(self) -> None:
+        state = load_checkpoint(self.ckpt_dir)
+        if state is not None:
+            tensors, meta = state
+            self.policy.load_state_dict(tensors)
+            self.seen = set(meta["seen"])
+            self.acct = {"accepted": meta["acct"]["accepted"], "consumed": meta["acct"]["consumed"],
+                         "dropped": Counter(meta["acct"]["dropped"]), "rejected": Counter(meta["acct"]["rejected"])}
+            for v in list(self.store.records):
+                if v > self.step:
+                    self.store.records.pop(v)
+            log.info("resumed from checkpoint at step %d (%d chunks seen)", self.step, len(self.seen))
+        elif self.store.latest() is not None:  # failover: continue from the newest version we verified
+            from nodes.trainer.adapters import load_version
+
+            latest = self.store.latest()
+            self.policy.set_adapter_tensors(load_version(self.store.path(latest.version), latest.adapter_sha256))
+            self.policy.step = latest.version
+            log.info("taking over training from adapter v%d", latest.version)
+        if self.store.latest() is None or self.store.latest().version != self.step:
+            self._publish()
+        self.versions[self.step] = self.policy.adapter_tensors()
+        self._advertise()
+
+    def _advertise(self) -> None:
+        latest = self.store.latest()
+        self.node.adapter_version = latest.version
+        self.node.extra = {"version": latest.version, "step": self.step, "need": self._need()}
+
+    def _need(self) -> int:
+        return max(0, self.m.grpo.prompts_per_step - sum(len(a.chunk.groups) for a in self.buffer))
+
+    # -- intake -----------------------------------------------------------------------------
+
+    def handle_chunk(self, remote: str, blob: bytes) -> bytes:
+        try:
+            accepted = self._intake(blob)
+        except Rejected as e:
+            first = self.acct["rejected"][e.reason] == 0
+            self.acct["rejected"][e.reason] += 1
+            (log.warning if first else log.debug)("rejected a chunk from %s: %s", remote[-8:], e)
+            return json.dumps({"ok": False, "reason": e.reason, "need": self._need(), "version": self._version()}).encode()
+        with self.ready:
+            self.buffer.append(accepted)
+            self.acct["accepted"] += 1
+            self.ready.notify_all()
+        return json.dumps({"ok": True, "need": self._need(), "version": self._version()}).encode()
+
+    def _version(self) -> int:
+        latest = self.store.latest()
+        return latest.version if latest else -1
+
+    def _intake(self, blob: bytes) -> Accepted:
+        members = {r.key_id: bytes.fromhex(r.public_key) for r in self.node.view.records
+                   if self.m.member_allowed(r.key_id)}
+        chunk, digest = open_chunk(blob, identity=self.node.identity, run_id=self.m.run.id, members=members,
+                                   limits=self.limits)
+        if chunk.chunk_id in self.seen:
+            raise Rejected("replay", chunk.chunk_id)
+        if chunk.task != self.task.name or chunk.sampling["temperature"] != self.m.grpo.temperature:
+            raise Rejected("wrong_settings", "task or sampling differ from the manifest")
+        check_staleness(chunk.policy_version, self.step, self.m.sync.staleness, self.m.sync.mode == "sequential")
+        check_honesty(chunk, self._score(chunk))
+        self.seen.add(chunk.chunk_id)
+        return Accepted(chunk, digest, recompute_rewards(chunk, self.tokenizer, self.task))
+
+    def _score(self, chunk) -> list[list[float]]:
+        """Log-probs of the chunk's completions under the version it claims to come from."""
+        tensors = self.versions.get(chunk.policy_version)
+        if tensors is None:
+            raise Rejected("stale", f"v{chunk.policy_version} is no longer held for checking")
+        pairs = [(g.prompt_ids, c) for g in chunk.groups for c in g.completions]
+        with self.lock, torch.no_grad():
+            current = None
+            if chunk.policy_version != self.step:
+                current = self.policy.adapter_tensors()
+                self.policy.set_adapter_tensors(tensors)
+            try:
+                lp, mask = self.policy.token_logprobs(pairs)
+            finally:
+                if current is not None:
+                    self.policy.set_adapter_tensors(current)
+        return [lp[i, : int(mask[i].sum())].tolist() for i in range(len(pairs))]
+
+    # -- training ---------------------------------------------------------------------------
+
+    def _take_batch(self) -> list[Accepted] | None:
+        """Enough fresh groups for one step, dropping (and counting) what went stale meanwhile."""
+        with self.ready:
+            while not self.stop_event.is_set():
+                for item in list(self.buffer):
+                    try:
+                        check_staleness(item.chunk.policy_version, self.step, self.m.sync.staleness,
+                                        self.m.sync.mode == "sequential")
+                    except Rejected as e:
+                        self.buffer.remove(item)
+                        self.acct["dropped"][e.reason] += 1
+                groups = sum(len(a.chunk.groups) for a in self.buffer)
+                if groups >= self.m.grpo.prompts_per_step:
+                    batch, n = [], 0
+                    while n < self.m.grpo.prompts_per_step:
+                        item = self.buffer.popleft()
+                        batch.append(item)
+                        n += len(item.chunk.groups)
+                    return batch
+                self.node.extra = {**self.node.extra, "need": self._need()}
+                self.ready.wait(0.5)
+        return None
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set() and self.step < self.m.grpo.steps:
+            waited = time.perf_counter()
+            batch = self._take_batch()
+            if batch is None:
+                return
+            wait_s = time.perf_counter() - waited
+            self._train(batch, wait_s)
+        if self.step >= self.m.grpo.steps:
+            self.metrics.write("done", steps=self.step, version=self.store.latest().version)
+            log.info("finished: %d steps, adapter v%d", self.step, self.store.latest().version)
+
+    def _train(self, batch: list[Accepted], wait_s: float) -> None:
+        started = time.perf_counter()
+        samples, rewards, old = [], [], []
+        lags = Counter()
+        for item in batch:
+            lags[str(self.step - item.chunk.policy_version)] += 1
+            for group, group_rewards in zip(item.chunk.groups, item.rewards):
+                samples += [(group.prompt_ids, c) for c in group.completions]
+                old += [list(lp) for lp in group.logprobs]
+                rewards.append(group_rewards)
+        with self.lock:  # intake may swap in an old version to score: never publish or step during that
+            stats = self.policy.train_step(samples, rewards, old)
+            self.acct["consumed"] += len(batch)
+            self.consumed_digests += [item.digest for item in batch]
+            if self.step % self.m.sync.publish_every == 0 or self.step >= self.m.grpo.steps:
+                self._publish()
+                self.versions[self.step] = self.policy.adapter_tensors()
+                for v in [v for v in self.versions if v < self.step - self.m.sync.staleness]:
+                    del self.versions[v]
+            self._advertise()
+        flat = [r for g in rewards for r in g]
+        step_s = time.perf_counter() - started + wait_s
+        self.metrics.write("step", step=self.step, version=self.store.latest().version,
+                           reward_mean=sum(flat) / len(flat), lags=dict(lags), samples=len(flat),
+                           step_s=step_s, wait_s=wait_s, loss=stats.get("loss"))
+        self._write_accounting()
+        log.info("step %d reward %.3f (lags %s, waited %.2fs)", self.step, sum(flat) / len(flat), dict(lags), wait_s)
+
+    def _write_accounting(self) -> None:
+        a = self.acct
+        self.metrics.write("accounting", accepted=a["accepted"], consumed=a["consumed"], buffered=len(self.buffer),
+                           dropped=dict(a["dropped"]), rejected=dict(a["rejected"]))
+
+    def _publish(self) -> None:
+        """Write version `step` (PEFT dir + signed record), checkpoint, then announce it."""
+        from nodes.trainer.adapters import adapter_bytes
+
+        parent = self.store.latest()
+        tensors = self.policy.adapter_tensors()
+        weights = adapter_bytes(tensors)
+        import hashlib
+
+        config = self.policy.peft_config_dict()
+        config["revision"] = f"v{self.step}"
+        record = AdapterVersion(
+            run_digest=self.node.signed.digest, version=self.step, step=self.step,
+            adapter_sha256=hashlib.sha256(weights).hexdigest(),
+            parent_version=parent.version if parent else -1, parent_sha256=parent.adapter_sha256 if parent else "",
+            base_sha256=self.m.model.sha256, trainer_key_id=self.node.identity.key_id,
+            chunks=tuple(self.consumed_digests), created_at=time.time(),
+        )
+        envelope = sign_version(record, self.node.identity)
+        self.store.put(record, envelope, json.dumps(config, sort_keys=True, indent=2).encode(), weights)
+        self.consumed_digests = []
+        save_checkpoint(self.ckpt_dir, self.policy.state_dict(), {
+            "seen": sorted(self.seen),
+            "acct": {"accepted": self.acct["accepted"] - len(self.buffer), "consumed": self.acct["consumed"],
+                     "dropped": dict(self.acct["dropped"]), "rejected": dict(self.acct["rejected"])},
+        })

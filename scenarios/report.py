@@ -1,0 +1,271 @@
+"""What a simulated run did: summary.json, two plots and a text sparkline, from metrics.jsonl.
+
+Everything here is computed from the metrics contract alone (each node's WORKDIR/metrics.jsonl,
+one JSON object per line: trainer `step` / `accounting` / `done`, rollout `chunk`, any `role`),
+so a summary can be rebuilt from a run directory, and the tests drive it with a synthetic one.
+
+Definitions (also in summary.json's `definitions`):
+- learner busy fraction: sum(step_s - wait_s) / sum(step_s) over steady-state steps, i.e. all
+  but the first step when there are several (the first one waits for nodes still loading models);
+- tokens/s of a rollout node: sum(tokens) / sum(gen_s), its engine's speed while generating (μ_i);
+- chunks/s of a rollout node: chunks / (last chunk t - the node's first event t);
+- capacity rule (DESIGN §3): the learner does not wait when Σμ_i·(κ·T_train − T_bcast) ≥ κ·R, with
+  R = prompts·group·(measured tokens per sample) and T_train = mean(step_s − wait_s). T_bcast is not
+  measured yet and is taken as 0. "Observed no wait" means busy fraction ≥ BUSY_OK (0.9), checked
+  only with at least MIN_STEADY_STEPS (3) steady-state steps.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from statistics import fmean
+
+BUSY_OK = 0.9
+MIN_STEADY_STEPS = 3
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def read_events(path: Path) -> tuple[list[dict], int]:
+    """All well-formed events of one metrics file and the number of malformed lines skipped."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return [], 0
+    tail = MetricsTail(path)
+    events = tail.feed(text + ("\n" if text and not text.endswith("\n") else ""))
+    return events, tail.malformed
+
+
+class MetricsTail:
+    """Incremental reader of a growing metrics.jsonl; a half-written last line waits for its end."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.offset = 0
+        self.partial = ""
+        self.malformed = 0
+
+    def poll(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        self.offset += len(data)
+        return self.feed(data.decode(errors="replace"))
+
+    def feed(self, text: str) -> list[dict]:
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()
+        events = []
+        for line in filter(str.strip, lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+            if _valid(event):
+                events.append(event)
+            else:
+                self.malformed += 1
+        return events
+
+
+_NUMBERS = {  # the numeric fields each kind must carry; anything else of that kind is malformed
+    "step": ("t", "step", "version", "reward_mean", "samples", "step_s", "wait_s"),
+    "accounting": ("t", "accepted", "consumed", "buffered"),
+    "done": ("t",),
+    "chunk": ("t", "version", "samples", "tokens", "gen_s"),
+    "role": ("t",),
+}
+
+
+def _valid(event) -> bool:
+    """Known kinds carry their fields (unknown kinds pass: newer nodes may log more)."""
+    if not isinstance(event, dict) or not isinstance(event.get("kind"), str):
+        return False
+    numbers = all(isinstance(event.get(k), (int, float)) and not isinstance(event.get(k), bool)
+                  for k in _NUMBERS.get(event["kind"], ()))
+    tables = all(isinstance(event.get(k, {}), dict) for k in ("lags", "dropped", "rejected"))
+    return numbers and tables and (event["kind"] != "role" or isinstance(event.get("role"), str))
+
+
+def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome: str,
+              grpo: dict | None = None, exit_codes: dict | None = None, malformed: int = 0) -> dict:
+    """summary.json's content. `events`: node name -> its metrics events, in file order."""
+    s = scenario.settings
+    steps = {}
+    for e in (e for evs in events.values() for e in evs if e["kind"] == "step"):
+        steps[int(e["step"])] = e  # a step logged twice (trainer failover): the last one wins
+    ordered = [steps[k] for k in sorted(steps)]
+    rewards = [float(e["reward_mean"]) for e in ordered]
+    lags = Counter()
+    for e in ordered:
+        lags.update({int(k): int(v) for k, v in (e.get("lags") or {}).items()})
+    nodes = {spec.name: _node_summary(spec, events.get(spec.name, []), (exit_codes or {}).get(spec.name))
+             for spec in scenario.nodes}
+    learner = _learner(ordered)
+    return {
+        "scenario": s.name, "mode": s.mode, "S": s.staleness, "publish_every": s.publish_every,
+        "outcome": outcome, "steps_planned": s.steps, "steps_done": len(ordered),
+        "done": any(e["kind"] == "done" for evs in events.values() for e in evs),
+        "wall_s": round(wall_s, 2),
+        "reward_steps": sorted(steps), "reward_per_step": rewards,
+        "reward_first10_mean": _mean(rewards[:10]), "reward_last10_mean": _mean(rewards[-10:]),
+        "staleness_histogram": {str(k): lags[k] for k in sorted(lags)},
+        "accounting": _accounting(events),
+        "nodes": nodes, "learner": learner,
+        "capacity": capacity_rule(
+            samples_per_step=_samples_per_step(grpo, ordered),
+            tokens_per_sample=_tokens_per_sample(events, grpo),
+            t_train_s=learner["t_train_s"], t_bcast_s=0.0, kappa=s.publish_every,
+            worker_tok_s={n: v["tokens_per_s"] for n, v in nodes.items() if v["tokens_per_s"]},
+            busy_fraction=learner["busy_fraction"] if learner["steps_counted"] >= MIN_STEADY_STEPS else None,
+            mode=s.mode),
+        "malformed_lines": malformed,
+        "definitions": __doc__.split("Definitions (also in summary.json's `definitions`):\n")[1].strip(),
+    }
+
+
+def _node_summary(spec, evs: list[dict], exit_code) -> dict:
+    chunks = [e for e in evs if e["kind"] == "chunk"]
+    roles = [e["role"] for e in evs if e["kind"] == "role"]
+    tokens, gen_s = sum(int(e["tokens"]) for e in chunks), sum(float(e["gen_s"]) for e in chunks)
+    span = chunks[-1]["t"] - min(e["t"] for e in evs if isinstance(e.get("t"), (int, float))) if chunks else 0.0
+    return {
+        "role": spec.role, "observed_role": roles[-1] if roles else None, "engine": spec.engine,
+        "engines_reported": sorted({e["engine"] for e in chunks if "engine" in e}), "threads": spec.threads,
+        "exit_code": exit_code, "chunks": len(chunks),
+        "chunks_unsent": sum(not e.get("sent", True) for e in chunks),
+        "samples": sum(int(e["samples"]) for e in chunks), "tokens": tokens, "gen_s": round(gen_s, 3),
+        "tokens_per_s": round(tokens / gen_s, 1) if gen_s > 0 else None,
+        "chunks_per_s": round(len(chunks) / span, 3) if span > 0 else None,
+        "steps": sum(e["kind"] == "step" for e in evs),
+    }
+
+
+def _learner(steps: list[dict]) -> dict:
+    steady = steps[1:] if len(steps) > 1 else steps
+    total = sum(float(e["step_s"]) for e in steady)
+    busy = sum(float(e["step_s"]) - float(e["wait_s"]) for e in steady)
+    return {
+        "busy_fraction": round(busy / total, 4) if total > 0 else None,
+        "t_train_s": _mean([float(e["step_s"]) - float(e["wait_s"]) for e in steady]),
+        "step_s_mean": _mean([float(e["step_s"]) for e in steady]),
+        "wait_s_mean": _mean([float(e["wait_s"]) for e in steady]),
+        "steps_counted": len(steady),
+    }
+
+
+def _accounting(events: dict[str, list[dict]]) -> dict:
+    """Sum over trainer nodes of each one's last (cumulative) accounting event."""
+    per_node = ([e for e in evs if e["kind"] == "accounting"] for evs in events.values())
+    lasts = [acc[-1] for acc in per_node if acc]
+    if not lasts:
+        return {"accepted": None, "consumed": None, "buffered": None, "dropped": {}, "rejected": {},
+                "reconciled": None}
+    total = {k: sum(int(a.get(k, 0)) for a in lasts) for k in ("accepted", "consumed", "buffered")}
+    dropped, rejected = Counter(), Counter()
+    for a in lasts:
+        dropped.update(a.get("dropped") or {})
+        rejected.update(a.get("rejected") or {})
+    reconciled = total["accepted"] == total["consumed"] + sum(dropped.values()) + total["buffered"]
+    return {**total, "dropped": dict(dropped), "rejected": dict(rejected), "reconciled": reconciled}
+
+
+def _samples_per_step(grpo: dict | None, steps: list[dict]) -> float | None:
+    if grpo:
+        return float(grpo["prompts_per_step"] * grpo["group_size"])
+    return _mean([float(e["samples"]) for e in steps])
+
+
+def _tokens_per_sample(events: dict[str, list[dict]], grpo: dict | None) -> float | None:
+    chunks = [e for evs in events.values() for e in evs if e["kind"] == "chunk"]
+    samples = sum(int(e["samples"]) for e in chunks)
+    if samples:
+        return sum(int(e["tokens"]) for e in chunks) / samples
+    return float(grpo["max_new_tokens"]) if grpo else None
+
+
+def capacity_rule(*, samples_per_step, tokens_per_sample, t_train_s, t_bcast_s, kappa, worker_tok_s: dict,
+                  busy_fraction, mode: str) -> dict:
+    """DESIGN §3's overlap rule, its measured inputs, and whether the run agreed with it."""
+    inputs = {"R_tokens_per_step": None, "samples_per_step": samples_per_step,
+              "tokens_per_sample": _round(tokens_per_sample), "T_train_s": t_train_s, "T_bcast_s": t_bcast_s,
+              "T_bcast_measured": False, "kappa": kappa, "mu_tok_s": worker_tok_s}
+    if None in (samples_per_step, tokens_per_sample, t_train_s) or not worker_tok_s:
+        return {**inputs, "verdict": "not enough data (needs trainer steps and rollout chunks)"}
+    demand_tok = kappa * samples_per_step * tokens_per_sample
+    supply_tok = sum(worker_tok_s.values()) * (kappa * t_train_s - t_bcast_s)
+    predicted = supply_tok >= demand_tok
+    observed = None if busy_fraction is None else busy_fraction >= BUSY_OK
+    verdict = (f"rule predicts the learner {'does not wait' if predicted else 'waits'} "
+               f"(supply {supply_tok:.0f} vs demand {demand_tok:.0f} tokens per publication)")
+    if observed is None:
+        verdict += f"; too few steady-state steps (< {MIN_STEADY_STEPS}) to check it against the run"
+    else:
+        agrees = predicted == observed
+        verdict += f"; observed busy fraction {busy_fraction:.2f}: {'agrees' if agrees else 'disagrees'}"
+    if mode != "async":
+        verdict += " (sequential mode: the learner waits for each version's rollouts by design)"
+    return {**inputs, "R_tokens_per_step": _round(samples_per_step * tokens_per_sample),
+            "supply_tokens": _round(supply_tok), "demand_tokens": _round(demand_tok),
+            "headroom": _round(supply_tok / demand_tok) if demand_tok else None,
+            "predicts_no_wait": predicted, "observed_no_wait": observed,
+            "agrees": None if observed is None else predicted == observed, "verdict": verdict}
+
+
+def write_report(summary: dict, report_dir: Path) -> Path:
+    """summary.json plus the plots it names (skipped, with the reason, without matplotlib)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        summary["plots"] = _plots(summary, report_dir)
+    except ImportError:
+        summary["plots"] = {"skipped": "matplotlib is not installed: pip install 'echo-swarm[plots]'"}
+    path = report_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    return path
+
+
+def _plots(summary: dict, report_dir: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {"reward": str(report_dir / "reward.png"), "staleness": str(report_dir / "staleness.png")}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(summary["reward_steps"], summary["reward_per_step"], marker=".", lw=1)
+    ax.set(xlabel="trainer step", ylabel="mean reward", title=f"{summary['scenario']}: reward per step")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(paths["reward"], dpi=100)
+    plt.close(fig)
+    hist = summary["staleness_histogram"]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar([int(k) for k in hist], list(hist.values()), color="tab:orange")
+    ax.set(xlabel="policy lag (versions)", ylabel="samples used",
+           title=f"staleness ({summary['mode']}, S={summary['S']})")
+    fig.tight_layout()
+    fig.savefig(paths["staleness"], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    """Values as one line of block characters, averaged into at most `width` buckets."""
+    if not values:
+        return ""
+    n = min(width, len(values))
+    buckets = [fmean(values[i * len(values) // n:(i + 1) * len(values) // n]) for i in range(n)]
+    lo, hi = min(0.0, *buckets), max(1.0, *buckets)  # rewards in [0, 1] keep an absolute scale
+    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - lo) / (hi - lo) * len(SPARKS)))] for v in buckets)
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(fmean(values), 4) if values else None
+
+
+def _round(value, digits: int = 3):
+    return None if value is None else round(value, digits)

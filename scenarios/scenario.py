@@ -1,0 +1,182 @@
+"""A scenario: which nodes to launch as real processes, and the run manifest they share.
+
+One TOML file (see `scenarios/default.toml` for every field, documented) parsed into frozen
+dataclasses and validated as a whole, so a typo fails before any process starts, with an error
+that names the file and the field (`default.toml: node[2].engine must be one of ...`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROLES = ("trainer", "rollout", "auto")
+ENGINES = ("auto", "transformers", "llamacpp")
+SYNC_MODES = ("sequential", "async")  # the manifest's; checked here too so errors name the scenario
+DEFAULT_SCENARIO = Path(__file__).with_name("default.toml")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a valid manifest run id and a directory name
+
+
+class ScenarioError(ValueError):
+    """The scenario file is unreadable or invalid; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The `[scenario]` table: the run as a whole."""
+
+    name: str
+    """Scenario name; also the manifest's run id. Letters, digits, '.', '_', '-'."""
+    steps: int = 60
+    """Trainer steps (manifest grpo.steps); the run ends when the trainer logs `done`."""
+    mode: str = "async"
+    """Manifest sync.mode: 'async' (streaming, lag <= S) or 'sequential' (on-policy)."""
+    staleness: int = 2
+    """S, manifest sync.staleness."""
+    publish_every: int = 1
+    """kappa, manifest sync.publish_every."""
+    seed: int = 0
+    timeout_s: float = 600.0
+    """Hard cap on the whole run (launch to `done`), in seconds."""
+    announce_period_s: float = 2.0
+    """Manifest swarm.announce_period_s: NodeInfo refresh and status.json period."""
+    task: str = "sort-digits"
+    base: str = "tiny"
+    """Base model: 'tiny' (embedded), a Hugging Face id or a local directory."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One `[[node]]` entry: one `swarm node` process."""
+
+    name: str
+    """Unique; names the node's workdir OUT/nodes/NAME and its key OUT/keys/NAME.key."""
+    role: str = "auto"
+    """'trainer', 'rollout' or 'auto' (passed as `swarm node --role`)."""
+    engine: str = "auto"
+    """Inference engine: 'auto', 'transformers' or 'llamacpp' (`swarm node --engine`)."""
+    threads: int = 1
+    """CPU threads for the node's engine (`swarm node --threads`)."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    settings: Settings
+    nodes: tuple[NodeSpec, ...]
+    source: str = "<scenario>"
+    """How errors name the scenario (its file name)."""
+    source_path: str | None = None
+    """The file it was read from, copied into the run's out dir."""
+
+    @property
+    def trainer_slots(self) -> int:
+        return max(1, sum(n.role == "trainer" for n in self.nodes))
+
+    def with_steps(self, steps: int | None) -> Scenario:
+        """The same scenario with `--steps` applied (validated like the file's own value)."""
+        if steps is None:
+            return self
+        if steps < 1:
+            raise ScenarioError(f"{self.source}: --steps must be >= 1")
+        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, steps=steps))
+
+    def with_timeout(self, timeout_s: float | None) -> Scenario:
+        if timeout_s is None:
+            return self
+        if timeout_s <= 0:
+            raise ScenarioError(f"{self.source}: --timeout must be > 0")
+        settings = dataclasses.replace(self.settings, timeout_s=float(timeout_s))
+        return dataclasses.replace(self, settings=settings)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ScenarioError(f"cannot read scenario {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"{path.name}: not valid TOML: {e}") from None
+    return dataclasses.replace(parse_scenario(raw, source=path.name), source_path=str(path))
+
+
+def parse_scenario(raw: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    """Typed, validated scenario from a plain dict (the parsed TOML)."""
+
+    def fail(message: str):
+        raise ScenarioError(f"{source}: {message}")
+
+    unknown = set(raw) - {"scenario", "node"}
+    if unknown:
+        fail(f"unknown table [{min(unknown)}]; known: [scenario], [[node]]")
+    if not isinstance(raw.get("scenario"), dict):
+        fail("missing table [scenario] (needs at least name = \"...\")")
+    nodes_raw = raw.get("node", [])
+    if not isinstance(nodes_raw, list) or not nodes_raw:
+        fail("needs at least one [[node]] entry")
+    settings = _typed(Settings, raw["scenario"], "scenario", fail)
+    nodes = tuple(_typed(NodeSpec, n, f"node[{i}]", fail) for i, n in enumerate(nodes_raw))
+    scenario = Scenario(settings, nodes, source)
+    for message in _problems(scenario):
+        fail(message)
+    return scenario
+
+
+def _typed(cls: type, raw: Any, where: str, fail):
+    if not isinstance(raw, dict):
+        fail(f"{where} must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            fail(f"unknown field {where}.{key}; known: {', '.join(fields)}")
+    missing = [name for name, f in fields.items() if f.default is dataclasses.MISSING and name not in raw]
+    if missing:
+        fail(f"{where}.{missing[0]} is required")
+    values = {}
+    for key, value in raw.items():
+        kind = type(fields[key].default) if fields[key].default is not dataclasses.MISSING else str
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not kind:
+            fail(f"{where}.{key} must be {_KIND_NAMES[kind]}, not {type(value).__name__} {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _problems(sc: Scenario) -> list[str]:
+    s = sc.settings
+    names, roles = [n.name for n in sc.nodes], {n.role for n in sc.nodes}
+    rules = [
+        (_NAME.match(s.name), "scenario.name must be 1-64 letters, digits, '.', '_' or '-'"),
+        (s.steps >= 1, "scenario.steps must be >= 1"),
+        (s.mode in SYNC_MODES, f"scenario.mode must be one of {', '.join(SYNC_MODES)}"),
+        (s.staleness >= 0, "scenario.staleness must be >= 0"),
+        (s.publish_every >= 1, "scenario.publish_every must be >= 1"),
+        (s.timeout_s > 0, "scenario.timeout_s must be > 0"),
+        (s.announce_period_s > 0, "scenario.announce_period_s must be > 0"),
+        ("trainer" in roles or "auto" in roles, "no node can train: give one node role = \"trainer\""),
+        ("rollout" in roles or "auto" in roles, "no node can roll out: add a role = \"rollout\" node"),
+    ]
+    problems = []  # a node's own mistake first: it also explains a swarm-level one ("no node can train")
+    for i, n in enumerate(sc.nodes):
+        if not _NAME.match(n.name):
+            problems.append(f"node[{i}].name {n.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if names.count(n.name) > 1:
+            problems.append(f"node[{i}].name {n.name!r} is used by more than one node")
+        if n.role not in ROLES:
+            problems.append(f"node[{i}].role must be one of {', '.join(ROLES)}, not {n.role!r}")
+        if n.engine not in ENGINES:
+            problems.append(f"node[{i}].engine must be one of {', '.join(ENGINES)}, not {n.engine!r}")
+        if n.threads < 1:
+            problems.append(f"node[{i}].threads must be >= 1")
+    return problems + [message for ok, message in rules if not ok]

@@ -1,0 +1,254 @@
+"""`swarm simulate`: run a scenario as real `swarm node` processes on 127.0.0.1, watch, report.
+
+Real processes, not threads or mocks, so the run exercises exactly what users deploy (DHT join,
+signed manifest, role assignment, transport). The runner only reads what nodes write anyway
+(status.json, metrics.jsonl) and stops every node by process group in a `finally`, so an early
+exit, a timeout, Ctrl-C or SIGTERM all end with no process left and a report written.
+
+Out dir layout: scenario.toml (copy), run.toml (signed manifest), keys/{owner,NAME}.key,
+nodes/NAME/ (each node's workdir: status.json, metrics.jsonl, node.log, node.out), report/.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from nodes.cli import CliError
+from scenarios.processes import NodeProcess
+from scenarios.report import MetricsTail, sparkline, summarize, write_report
+from scenarios.scenario import Scenario
+
+RATE_WINDOW_S = 20.0
+QUIET_EVERY_S = 15.0
+EXIT_CODES = {"done": 0, "timeout": 1, "node_exited": 1, "interrupted": 130}
+
+
+def prepare(scenario: Scenario, out: Path) -> tuple[Path, dict]:
+    """Fresh out dir, keys, and the manifest signed by the same code as `swarm init`."""
+    from crypto.identity import Identity
+    from nodes.cli import build_parser
+    from nodes.commands.init import build_manifest
+    from swarm.manifest import load_manifest, sign_manifest, write_manifest
+
+    if out.exists() and any(out.iterdir()):
+        raise CliError(f"--out {out} already exists and is not empty; choose a new directory")
+    (out / "keys").mkdir(parents=True, exist_ok=True)
+    if scenario.source_path:
+        shutil.copyfile(scenario.source_path, out / "scenario.toml")
+    owner = Identity.generate()
+    owner.save(out / "keys" / "owner.key")
+    for spec in scenario.nodes:
+        Identity.generate().save(out / "keys" / f"{spec.name}.key")
+    s, run = scenario.settings, out / "run.toml"
+    argv = ["init", "--out", str(run), "--owner-key", str(out / "keys" / "owner.key"), "--run-id", s.name,
+            "--task", s.task, "--base", s.base, "--mode", s.mode, "--staleness", str(s.staleness),
+            "--publish-every", str(s.publish_every), "--steps", str(s.steps),
+            "--trainer-slots", str(scenario.trainer_slots), "--announce-period", str(s.announce_period_s),
+            "--seed", str(s.seed)]
+    manifest = build_manifest(build_parser().parse_args(argv), owner)
+    write_manifest(sign_manifest(manifest, owner), run)
+    grpo = load_manifest(run).manifest.grpo  # exactly what the nodes will verify and read
+    return run, {"prompts_per_step": grpo.prompts_per_step, "group_size": grpo.group_size,
+                 "max_new_tokens": grpo.max_new_tokens}
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario, out: Path, *, quiet: bool = False, console: Console | None = None,
+                 node_cls: type = NodeProcess):
+        self.scenario, self.out, self.node_cls = scenario, out, node_cls  # tests pass fake nodes
+        self.console = console or Console()
+        self.quiet = quiet or not self.console.is_terminal
+        self.nodes: list[NodeProcess] = []
+        self.tails = {n.name: MetricsTail(out / "nodes" / n.name / "metrics.jsonl") for n in scenario.nodes}
+        self.events: dict[str, list[dict]] = {n.name: [] for n in scenario.nodes}
+        self.started = time.monotonic()
+
+    def node_args(self, spec, run: Path, peers: list[str]) -> list[str]:
+        return ["--run", str(run), "--key", str(self.out / "keys" / f"{spec.name}.key"), "--role", spec.role,
+                "--engine", spec.engine, "--threads", str(spec.threads),
+                *(["--initial-peers", *peers] if peers else [])]
+
+    def run(self) -> int:
+        s = self.scenario.settings
+        self.say(f"scenario {s.name}: {len(self.scenario.nodes)} nodes, {s.steps} steps, "
+                 f"{s.mode} (S={s.staleness}), out {self.out}")
+        self.say("preparing keys and the signed manifest (the first run also builds the tiny base model)")
+        run, grpo = prepare(self.scenario, self.out)
+        self.started = time.monotonic()
+        outcome = "interrupted"
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            outcome = self.launch_and_watch(run)
+        except KeyboardInterrupt:
+            self.say("interrupted")
+        finally:
+            self.wall_s = time.monotonic() - self.started
+            codes = self.stop_all()
+            signal.signal(signal.SIGTERM, previous)
+        return self.report(outcome, grpo, codes)
+
+    def launch_and_watch(self, run: Path) -> str:
+        specs, deadline = self.scenario.nodes, self.started + self.scenario.settings.timeout_s
+        self.say(f"launching {specs[0].name} (bootstrap peer) and waiting for its address")
+        first = self.spawn(specs[0], run, [])
+        try:
+            maddr = first.wait_joined(timeout=max(1.0, deadline - time.monotonic()))
+        except (RuntimeError, TimeoutError):
+            if not first.alive():
+                return self.failed(first)
+            self.say(f"timeout: {specs[0].name} did not join within the scenario's timeout_s")
+            return "timeout"
+        self.say(f"{specs[0].name} joined at {maddr}; launching {len(specs) - 1} more")
+        for spec in specs[1:]:
+            self.spawn(spec, run, [maddr])
+        return self.watch(deadline)
+
+    def spawn(self, spec, run: Path, peers: list[str]) -> NodeProcess:
+        node = self.node_cls(spec.name, self.out / "nodes" / spec.name, self.node_args(spec, run, peers))
+        self.nodes.append(node)
+        return node.start()
+
+    def watch(self, deadline: float) -> str:
+        if self.quiet:
+            return self._watch(deadline, lambda: None)
+        from rich.live import Live
+
+        with Live(self.render(), console=self.console, refresh_per_second=1, transient=False) as live:
+            return self._watch(deadline, lambda: live.update(self.render()))
+
+    def _watch(self, deadline: float, refresh) -> str:
+        last_line, last_steps = 0.0, -1
+        while True:
+            self.poll()
+            if any(e["kind"] == "done" for evs in self.events.values() for e in evs):
+                refresh()
+                return "done"
+            dead = [n for n in self.nodes if not n.alive()]
+            if dead:
+                refresh()
+                return self.failed(dead[0])
+            if time.monotonic() > deadline:
+                refresh()
+                self.say(f"timeout: {self.scenario.settings.timeout_s:.0f}s passed before the trainer's done")
+                return "timeout"
+            steps = self.steps_done()
+            if self.quiet and (steps != last_steps or time.monotonic() - last_line > QUIET_EVERY_S):
+                self.say(self.progress_line())
+                last_line, last_steps = time.monotonic(), steps
+            refresh()
+            time.sleep(1.0)
+
+    def poll(self) -> None:
+        for name, tail in self.tails.items():
+            self.events[name].extend(tail.poll())
+
+    def failed(self, node: NodeProcess) -> str:
+        code = node.proc.poll() if node.proc else None
+        self.say(f"node {node.name} exited early with code {code}; end of {node.stderr_path}:", style="bold red")
+        self.say(node.log_tail(20) or "(empty log)")
+        return "node_exited"
+
+    def stop_all(self) -> dict[str, int | None]:
+        """Stop every node by process group, in parallel, deaf to a second Ctrl-C until done."""
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if any(n.alive() for n in self.nodes):
+                self.say(f"stopping {sum(n.alive() for n in self.nodes)} node(s)")
+            with ThreadPoolExecutor(max_workers=max(1, len(self.nodes))) as pool:
+                codes = list(pool.map(lambda n: n.stop(), self.nodes))
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return {n.name: code for n, code in zip(self.nodes, codes)}
+
+    def report(self, outcome: str, grpo: dict, codes: dict) -> int:
+        self.poll()
+        malformed = sum(t.malformed for t in self.tails.values())
+        summary = summarize(self.scenario, self.events, wall_s=self.wall_s, outcome=outcome,
+                            grpo=grpo, exit_codes=codes, malformed=malformed)
+        path = write_report(summary, self.out / "report")
+        rewards = summary["reward_per_step"]
+        if rewards:
+            self.say(f"reward {rewards[0]:.2f} {sparkline(rewards)} {rewards[-1]:.2f}  "
+                     f"({summary['steps_done']} steps; last-10 mean {summary['reward_last10_mean']:.2f})")
+        else:
+            self.say("no trainer steps were logged")
+        acc = summary["accounting"]
+        if acc["reconciled"] is not None:
+            self.say(f"chunks accepted {acc['accepted']} = consumed {acc['consumed']} + dropped "
+                     f"{sum(acc['dropped'].values())} + buffered {acc['buffered']}: "
+                     f"{'reconciled' if acc['reconciled'] else 'DOES NOT RECONCILE'}")
+        self.say(f"capacity: {summary['capacity']['verdict']}")
+        killed = [name for name, code in codes.items() if code == -9]
+        if killed:
+            self.say(f"note: {', '.join(killed)} did not exit within 10s of SIGTERM and were killed")
+        self.say(f"{outcome} after {summary['wall_s']:.0f}s; report: {path.parent}")
+        return EXIT_CODES[outcome]
+
+    # -- what the user sees -------------------------------------------------------------------
+    def steps_done(self) -> int:
+        return len({e["step"] for evs in self.events.values() for e in evs if e["kind"] == "step"})
+
+    def node_row(self, spec, node: NodeProcess | None) -> list[str]:
+        evs, now = self.events[spec.name], time.time()
+        status = node.status() if node else None
+        steps = [e for e in evs if e["kind"] == "step"]
+        chunks = [e for e in evs if e["kind"] == "chunk"]
+        logged = [e["role"] for e in evs if e["kind"] == "role"]
+        role = (status or {}).get("role") or (logged[-1] if logged else spec.role)
+        if node is None:
+            state = "waiting"
+        elif not node.alive():
+            state = f"exited {node.proc.returncode}"
+        elif status is None:
+            state = "starting"
+        elif now - status.get("updated_at", now) > 3 * self.scenario.settings.announce_period_s + 2:
+            state = "stale"
+        else:
+            state = str(status.get("state", "?"))
+        version = max([(status or {}).get("adapter_version", -1)] + [e["version"] for e in steps[-1:]])
+        window = [e for e in chunks if e["t"] >= now - RATE_WINDOW_S]
+        span = min(RATE_WINDOW_S, now - evs[0]["t"]) if evs and "t" in evs[0] else 0
+        gen_s = sum(e["gen_s"] for e in chunks)
+        return [spec.name, role, spec.engine, state, "-" if version < 0 else str(version),
+                f"{steps[-1]['reward_mean']:.2f}" if steps else "", str(len(chunks)) if chunks else "",
+                f"{sum(e['tokens'] for e in chunks) / gen_s:.0f}" if gen_s > 0 else "",
+                f"{len(window) / span:.2f}" if chunks and span > 0 else ""]
+
+    def render(self) -> Group:
+        table = Table(title=f"swarm simulate: {self.scenario.settings.name}", title_justify="left")
+        for column in ("node", "role", "engine", "state", "version", "reward", "chunks", "tok/s", "chunks/s"):
+            table.add_column(column, justify="right" if column in ("version", "reward", "chunks", "tok/s",
+                                                                   "chunks/s") else "left")
+        procs = {n.name: n for n in self.nodes}
+        for spec in self.scenario.nodes:
+            table.add_row(*self.node_row(spec, procs.get(spec.name)))
+        total, done = self.scenario.settings.steps, self.steps_done()
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(Text(f"steps {done}/{total}"), ProgressBar(total=total, completed=done, width=40),
+                    Text(f"{time.monotonic() - self.started:.0f}s / {self.scenario.settings.timeout_s:.0f}s"))
+        return Group(table, bar)
+
+    def progress_line(self) -> str:
+        procs = {n.name: n for n in self.nodes}
+        parts = []
+        for spec in self.scenario.nodes:
+            row = self.node_row(spec, procs.get(spec.name))
+            parts.append(f"{row[0]} {row[1]} {row[3]}" + (f" v{row[4]}" if row[4] != "-" else "")
+                         + (f" r={row[5]}" if row[5] else "") + (f" {row[8]} ch/s" if row[8] else ""))
+        elapsed, total = time.monotonic() - self.started, self.scenario.settings.steps
+        return f"[{elapsed:5.0f}s] steps {self.steps_done()}/{total} | " + " | ".join(parts)
+
+    def say(self, message: str, style: str | None = None) -> None:
+        self.console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt

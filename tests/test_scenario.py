@@ -1,0 +1,295 @@
+"""Scenarios and the simulator's report, without a swarm: shipped files parse, bad files name the
+field at fault, the summary follows from the metrics contract, and the runner stops cleanly
+(fake node processes that speak the contract stand in for real ones)."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from conftest import ROOT, run_cli
+from scenarios.processes import NodeProcess
+from scenarios.report import MetricsTail, capacity_rule, read_events, sparkline, summarize, write_report
+from scenarios.scenario import ScenarioError, load_scenario, parse_scenario
+
+SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
+MINIMAL = {"scenario": {"name": "t"}, "node": [{"name": "a", "role": "trainer"}, {"name": "b", "role": "rollout"}]}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_scenario_parses_and_validates(path):
+    scenario = load_scenario(path)
+    assert scenario.settings.name == path.stem and scenario.source_path == str(path)
+    assert [n.role for n in scenario.nodes].count("trainer") == scenario.trainer_slots == 1
+
+
+def test_default_scenario_is_the_documented_swarm():
+    s = load_scenario(ROOT / "scenarios" / "default.toml")
+    assert (s.settings.steps, s.settings.mode, s.settings.staleness, s.settings.timeout_s) == (60, "async", 2, 600.0)
+    assert [(n.name, n.role, n.engine, n.threads) for n in s.nodes] == [
+        ("trainer", "trainer", "transformers", 1), ("llama", "rollout", "llamacpp", 1),
+        ("torch", "rollout", "transformers", 1)]
+
+
+def _with(scenario=None, nodes=None, **tables):
+    nodes = MINIMAL["node"] if nodes is None else nodes
+    return {"scenario": {**MINIMAL["scenario"], **(scenario or {})}, "node": nodes, **tables}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"node": MINIMAL["node"]}, "missing table [scenario]"),
+    (_with(extra={}), "unknown table [extra]"),
+    (_with({"name": "has space"}), "scenario.name must be"),
+    (_with({"stpes": 3}), "unknown field scenario.stpes"),
+    (_with({"steps": "60"}), "scenario.steps must be an integer"),
+    (_with({"steps": True}), "scenario.steps must be an integer"),
+    (_with({"steps": 0}), "scenario.steps must be >= 1"),
+    (_with({"mode": "sync"}), "scenario.mode must be one of"),
+    (_with({"timeout_s": -1}), "scenario.timeout_s must be > 0"),
+    (_with(nodes=[]), "at least one [[node]]"),
+    (_with(nodes=[{"role": "trainer"}]), "node[0].name is required"),
+    (_with(nodes=[{"name": "a", "role": "trainer"}, {"name": "b", "engine": "vllm"}]), "node[1].engine must be"),
+    (_with(nodes=[{"name": "a", "role": "boss"}]), "node[0].role must be one of"),
+    (_with(nodes=[{"name": "a"}, {"name": "a"}]), "node[0].name 'a' is used by more than one node"),
+    (_with(nodes=[{"name": "a", "threads": 0}]), "node[0].threads must be >= 1"),
+    (_with(nodes=[{"name": "a", "threads": 1.5}]), "node[0].threads must be an integer"),
+    (_with(nodes=[{"name": "a", "role": "rollout"}]), "no node can train"),
+    (_with(nodes=[{"name": "a", "role": "trainer"}]), "no node can roll out"),
+])
+def test_bad_scenarios_name_the_field(raw, message):
+    with pytest.raises(ScenarioError) as e:
+        parse_scenario(raw, source="bad.toml")
+    assert str(e.value).startswith("bad.toml: ") and message in str(e.value)
+
+
+def test_overrides_and_unreadable_files_are_named(tmp_path):
+    s = parse_scenario(_with({"timeout_s": 5}), source="x.toml")
+    assert s.settings.timeout_s == 5.0 and s.with_steps(3).settings.steps == 3 and s.with_steps(None) is s
+    with pytest.raises(ScenarioError, match="--steps must be >= 1"):
+        s.with_steps(0)
+    (tmp_path / "broken.toml").write_text("[scenario\n")
+    with pytest.raises(ScenarioError, match="broken.toml: not valid TOML"):
+        load_scenario(tmp_path / "broken.toml")
+    with pytest.raises(ScenarioError, match="cannot read scenario"):
+        load_scenario(tmp_path / "missing.toml")
+
+
+def test_cli_reports_a_bad_scenario_in_one_line(tmp_path):
+    (tmp_path / "bad.toml").write_text('[scenario]\nname = "x"\nmode = "sync"\n[[node]]\nname = "a"\n')
+    result = run_cli("simulate", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "swarm simulate: error: bad.toml: scenario.mode must be one of sequential, async"
+
+
+# -- the report, from a synthetic run that follows the metrics contract ----------------------------
+def _jsonl(path: Path, events: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+def synthetic_run(root: Path) -> dict[str, Path]:
+    """12 trainer steps (rewards 0.0 .. 1.1 by 0.1), two rollout nodes with known speeds."""
+    t0 = 1_000.0
+    trainer = [{"t": t0, "kind": "role", "role": "trainer"}]
+    for i in range(12):
+        trainer.append({"t": t0 + 10 + i, "kind": "step", "step": i + 1, "version": i + 1,
+                        "reward_mean": round(0.1 * i, 1), "lags": {"0": 6, "1": 2} if i else {"0": 8},
+                        "samples": 256, "step_s": 10.0 if i == 0 else 2.0, "wait_s": 8.0 if i == 0 else 0.2})
+    trainer.append({"t": t0 + 30, "kind": "accounting", "accepted": 5, "consumed": 3, "buffered": 1,
+                    "dropped": {"stale": 1}, "rejected": {}})
+    trainer.append({"t": t0 + 40, "kind": "accounting", "accepted": 100, "consumed": 90, "buffered": 2,
+                    "dropped": {"stale": 7, "late": 1}, "rejected": {"bad_signature": 3}})
+    trainer.append({"t": t0 + 41, "kind": "done", "steps": 12, "version": 12})
+    llama = [{"t": t0, "kind": "role", "role": "rollout"}] + [
+        {"t": t0 + 2 * (i + 1), "kind": "chunk", "version": i, "samples": 32, "tokens": 160, "gen_s": 0.1,
+         "engine": "llamacpp", "sent": i != 3} for i in range(10)]
+    torch = [{"t": t0, "kind": "role", "role": "rollout"}] + [
+        {"t": t0 + 5 * (i + 1), "kind": "chunk", "version": i, "samples": 32, "tokens": 160, "gen_s": 0.4,
+         "engine": "transformers", "sent": True} for i in range(4)]
+    paths = {}
+    for name, events in (("trainer", trainer), ("llama", llama), ("torch", torch)):
+        paths[name] = root / "nodes" / name / "metrics.jsonl"
+        _jsonl(paths[name], events)
+    return paths
+
+
+GRPO = {"prompts_per_step": 32, "group_size": 8, "max_new_tokens": 7}
+
+
+def test_summary_follows_from_the_metrics(tmp_path):
+    paths = synthetic_run(tmp_path)
+    paths["torch"].write_text(paths["torch"].read_text() + "not json\n" + '{"kind": "chunk", "t": 1}\n')
+    events, malformed = {}, 0
+    for name, path in paths.items():
+        events[name], bad = read_events(path)
+        malformed += bad
+    scenario = load_scenario(ROOT / "scenarios" / "default.toml")
+    s = summarize(scenario, events, wall_s=42.123, outcome="done", grpo=GRPO, malformed=malformed)
+
+    assert (s["scenario"], s["mode"], s["S"], s["outcome"], s["done"], s["wall_s"]) == (
+        "default", "async", 2, "done", True, 42.12)
+    assert s["steps_done"] == 12 and s["reward_steps"] == list(range(1, 13))
+    assert s["reward_per_step"][:3] == [0.0, 0.1, 0.2]
+    assert s["reward_first10_mean"] == 0.45 and s["reward_last10_mean"] == 0.65
+    assert s["staleness_histogram"] == {"0": 8 + 11 * 6, "1": 11 * 2}
+    acc = s["accounting"]
+    assert (acc["accepted"], acc["consumed"], acc["buffered"]) == (100, 90, 2)  # the last one wins
+    assert acc["dropped"] == {"stale": 7, "late": 1} and acc["rejected"] == {"bad_signature": 3}
+    assert acc["reconciled"] is True
+    llama, torch = s["nodes"]["llama"], s["nodes"]["torch"]
+    assert (llama["chunks"], llama["tokens"], llama["tokens_per_s"], llama["chunks_unsent"]) == (10, 1600, 1600.0, 1)
+    assert llama["chunks_per_s"] == 0.5 and torch["tokens_per_s"] == 400.0 and torch["chunks_per_s"] == 0.2
+    assert s["nodes"]["trainer"]["observed_role"] == "trainer" and s["nodes"]["trainer"]["steps"] == 12
+    assert s["malformed_lines"] == 2
+    learner = s["learner"]  # the first step (waiting for nodes to load) is left out
+    assert learner["steps_counted"] == 11 and learner["busy_fraction"] == 0.9 and learner["t_train_s"] == 1.8
+    cap = s["capacity"]
+    assert cap["samples_per_step"] == 256 and cap["tokens_per_sample"] == 5.0 and cap["R_tokens_per_step"] == 1280
+    assert cap["mu_tok_s"] == {"llama": 1600.0, "torch": 400.0}
+    assert cap["supply_tokens"] == 3600 and cap["predicts_no_wait"] and cap["observed_no_wait"] and cap["agrees"]
+    assert "agrees" in cap["verdict"]
+
+
+def test_accounting_that_does_not_add_up_is_flagged(tmp_path):
+    paths = synthetic_run(tmp_path)
+    _jsonl(paths["trainer"], [{"t": 1, "kind": "accounting", "accepted": 10, "consumed": 5, "buffered": 0,
+                               "dropped": {"stale": 1}, "rejected": {}}])
+    events = {name: read_events(p)[0] for name, p in paths.items()}
+    s = summarize(load_scenario(ROOT / "scenarios" / "default.toml"), events, wall_s=1, outcome="timeout")
+    assert s["accounting"]["reconciled"] is False and s["steps_done"] == 0 and not s["done"]
+    assert "not enough data" in s["capacity"]["verdict"]
+
+
+def test_capacity_rule_waits_when_workers_are_too_slow():
+    out = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s=0.5, kappa=2,
+                        worker_tok_s={"a": 100.0}, busy_fraction=0.4, mode="async")
+    assert out["demand_tokens"] == 2560 and out["supply_tokens"] == 150
+    assert not out["predicts_no_wait"] and not out["observed_no_wait"] and out["agrees"]
+    few = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s=0, kappa=1,
+                        worker_tok_s={"a": 1e4}, busy_fraction=None, mode="sequential")
+    assert few["agrees"] is None and "too few" in few["verdict"] and "sequential" in few["verdict"]
+
+
+def test_report_writes_summary_and_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = synthetic_run(tmp_path)
+    events = {name: read_events(p)[0] for name, p in paths.items()}
+    summary = summarize(load_scenario(ROOT / "scenarios" / "default.toml"), events, wall_s=1, outcome="done")
+    path = write_report(summary, tmp_path / "report")
+    written = json.loads(path.read_text())
+    for plot in ("reward", "staleness"):
+        assert Path(written["plots"][plot]).read_bytes().startswith(b"\x89PNG")
+
+
+def test_metrics_tail_waits_for_the_end_of_a_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    tail = MetricsTail(path)
+    assert tail.poll() == []  # no file yet
+    path.write_text('{"t": 1, "kind": "role", "role": "rollout"}\n{"t": 2, "kind": "ro')
+    assert [e["t"] for e in tail.poll()] == [1]
+    with open(path, "a") as f:
+        f.write('le", "role": "trainer"}\n[1, 2]\n{"t": 3, "kind": "step"}\n')
+    assert [e["role"] for e in tail.poll()] == ["trainer"]
+    assert tail.malformed == 2  # a list, and a step without its fields
+
+
+def test_sparkline_is_compact_and_scaled():
+    assert sparkline([]) == ""
+    assert sparkline([0.0, 0.5, 1.0]) == "▁▅█"
+    line = sparkline([i / 199 for i in range(200)], width=40)
+    assert len(line) == 40 and line[0] == "▁" and line[-1] == "█"
+
+
+# -- the runner, with fake nodes that speak the contract --------------------------------------------
+FAKE_NODE = textwrap.dedent("""
+    import json, sys, time
+    workdir, name = sys.argv[1], sys.argv[2]
+    def log(kind, **f):
+        with open(workdir + "/metrics.jsonl", "a") as out:
+            out.write(json.dumps({"t": time.time(), "kind": kind, **f}) + "\\n")
+    if name == "crash":
+        time.sleep(0.5)
+        print("loading engine\\nboom: no such engine", file=sys.stderr)
+        sys.exit(3)
+    print("join with: --initial-peers /ip4/127.0.0.1/tcp/1/p2p/fake", flush=True)
+    log("role", role="trainer" if name == "trainer" else "rollout")
+    if name == "trainer" and "--steps-done" in sys.argv:
+        for i in range(1, 4):
+            log("step", step=i, version=i, reward_mean=0.2 * i, lags={"0": 8}, samples=256, step_s=1.0, wait_s=0.1)
+        log("accounting", accepted=3, consumed=3, buffered=0, dropped={}, rejected={})
+        log("done", steps=3, version=3)
+    while True:
+        time.sleep(0.2)
+""")
+
+
+class FakeNode(NodeProcess):
+    """Same process handling as a real node (own session, logs, stop by group), a 20-line script."""
+
+    def start(self):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.stdout_path, self.stderr_path = self.workdir / "node.out", self.workdir / "node.log"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", FAKE_NODE, str(self.workdir), self.name, *self.args],
+                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+        return self
+
+
+@pytest.fixture
+def simulate(tmp_path, monkeypatch):
+    import nodes.commands.init as init
+    from scenarios.simulate import Simulation
+
+    monkeypatch.setattr(init, "base_digest", lambda base: "")  # fake nodes need no base model
+    sims = []
+
+    def run(nodes: list[dict], timeout_s: float = 20, steps: int = 3):
+        scenario = parse_scenario(_with({"timeout_s": timeout_s, "steps": steps}, nodes=nodes))
+        out = io.StringIO()
+        sim = Simulation(scenario, tmp_path / "out", console=Console(file=out, width=200), node_cls=FakeNode)
+        sims.append(sim)
+        code = sim.run()
+        summary = json.loads((tmp_path / "out" / "report" / "summary.json").read_text())
+        return code, out.getvalue(), summary, sim
+
+    yield run
+    for sim in sims:  # whatever happened, nothing may outlive the test
+        assert not [n.name for n in sim.nodes if n.alive()]
+
+
+def test_runner_stops_on_done_and_reports(simulate, monkeypatch):
+    from scenarios.simulate import Simulation
+
+    base_args = Simulation.node_args
+    monkeypatch.setattr(Simulation, "node_args", lambda self, *a: [*base_args(self, *a), "--steps-done"])
+    code, output, summary, sim = simulate([{"name": "trainer", "role": "trainer"}, {"name": "roll", "role": "rollout"}])
+    assert code == 0 and summary["outcome"] == "done" and summary["steps_done"] == 3
+    assert "reward 0.20 " in output and "report: " in output
+    roll_args = sim.nodes[1].args
+    assert roll_args[roll_args.index("--initial-peers") + 1].endswith("/p2p/fake")
+    assert roll_args[roll_args.index("--engine") + 1] == "auto" and "--threads" in roll_args
+    assert (sim.out / "run.toml").exists() and (sim.out / "keys" / "roll.key").exists()
+
+
+def test_a_node_that_exits_early_stops_the_run_with_its_log(simulate):
+    code, output, summary, _ = simulate([{"name": "trainer", "role": "trainer"}, {"name": "crash", "role": "rollout"}])
+    assert code == 1 and summary["outcome"] == "node_exited"
+    assert "node crash exited early with code 3" in output and "boom: no such engine" in output
+    assert summary["nodes"]["crash"]["exit_code"] == 3
+
+
+def test_a_bootstrap_node_that_never_joins_stops_the_run(simulate):
+    code, output, summary, _ = simulate([{"name": "crash", "role": "trainer"}, {"name": "roll", "role": "rollout"}])
+    assert code == 1 and "boom" in output and summary["nodes"]["roll"]["exit_code"] is None  # never launched
+
+
+def test_timeout_stops_every_node(simulate):
+    code, output, summary, _ = simulate([{"name": "trainer", "role": "trainer"}, {"name": "r", "role": "rollout"}],
+                                        timeout_s=3)
+    assert code == 1 and summary["outcome"] == "timeout" and "timeout" in output
