@@ -64,7 +64,7 @@ class BareLlama:
     """Direct llama_cpp calls on an own model and context: the same batched-group algorithm as the
     engine (prompt once, its cells shared by the group's sequences, one llama_decode per step)."""
 
-    def __init__(self, gguf_path: Path, n_ctx: int, parallel: int):
+    def __init__(self, gguf_path: Path, n_cells: int, n_batch: int, parallel: int):
         import llama_cpp as L
 
         from nodes.engines.llamacpp_engine import _quiet_llama
@@ -75,8 +75,8 @@ class BareLlama:
         mp.n_gpu_layers = 0
         self.model = L.llama_model_load_from_file(str(gguf_path).encode(), mp)
         cp = L.llama_context_default_params()
-        cp.n_ctx = n_ctx * parallel
-        cp.n_batch = cp.n_ubatch = max(min(n_ctx, 512), parallel)
+        cp.n_ctx = n_cells
+        cp.n_batch = cp.n_ubatch = n_batch
         cp.n_seq_max = parallel
         cp.kv_unified = True
         cp.n_threads = cp.n_threads_batch = 1
@@ -196,7 +196,7 @@ def main() -> None:
         import llama_cpp
 
         eng = make_engine("llamacpp", str(model_dir), device="cpu", threads=1)
-        bare = BareLlama(eng.gguf_path, eng.n_ctx, eng.parallel)
+        bare = BareLlama(eng.gguf_path, eng.n_cells, eng.n_batch, eng.parallel)
         ids = [encode_prompt(eng.tokenizer, p) for p in prompts]
         result["llamacpp"] = measure(
             lambda: sum(len(s.completion_ids) for g in eng.generate(prompts, args.n, params, seed) for s in g),

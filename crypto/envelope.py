@@ -32,6 +32,7 @@ import binascii
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from ._scratch import scratch
 from .canonical import canonical_json, parse_json
 from .errors import CanonicalError, EnvelopeError, SignatureError
 from .identity import Identity, key_id_of, verify_signature
@@ -51,8 +52,7 @@ class Verified:
 
 def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE pre-authentication encoding: the exact bytes every signature covers."""
-    t = payload_type.encode("utf-8")
-    return b"".join([_PAE_PREFIX, b"%d " % len(t), t, b" %d " % len(payload), payload])
+    return _pae_header(payload_type, len(payload)) + payload
 
 
 def _check_type(payload_type: str) -> None:
@@ -67,12 +67,21 @@ def sign_envelope(
     _check_type(payload_type)
     if not signers or len(signers) > MAX_SIGNATURES:
         raise ValueError(f"an envelope needs 1..{MAX_SIGNATURES} signers")
-    body = pae(payload_type, payload)
-    sigs = [(s.key_id, s.sign(body)) for s in signers]
-    return _encode(payload_type, payload, body, sigs, encoding)
+    header = _pae_header(payload_type, len(payload))
+    with scratch(len(header) + len(payload)) as body:  # the PAE is signed, then dropped
+        body[: len(header)] = header
+        body[len(header) :] = payload
+        sigs = [(s.key_id, s.sign(body)) for s in signers]
+    return _encode(payload_type, payload, header, sigs, encoding)
 
 
-def _encode(payload_type: str, payload, body, sigs: list[tuple[str, bytes]], encoding: str) -> bytes:
+def _pae_header(payload_type: str, payload_len: int) -> bytes:
+    t = payload_type.encode("utf-8")
+    return b"".join([_PAE_PREFIX, b"%d " % len(t), t, b" %d " % payload_len])
+
+
+def _encode(payload_type: str, payload, header: bytes, sigs: list[tuple[str, bytes]], encoding: str) -> bytes:
+    """``header`` is the PAE up to the payload: the binary form ends with ``header + payload``."""
     if encoding == "binary":
         parts = [MAGIC, bytes([len(sigs)])]
         for keyid, sig in sigs:
@@ -83,7 +92,7 @@ def _encode(payload_type: str, payload, body, sigs: list[tuple[str, bytes]], enc
             if len(kid) > 255 or len(sig) > 255:
                 raise EnvelopeError("a binary envelope keyid or signature is over 255 bytes")
             parts += [bytes([len(kid)]), kid, bytes([len(sig)]), sig]
-        parts.append(body)
+        parts += [header, payload]
         return b"".join(parts)
     if encoding == "json":
         return canonical_json({
@@ -215,6 +224,8 @@ def verify_envelope(
     """
     if threshold < 1:
         raise ValueError("threshold must be at least 1")
+    if isinstance(payload_types, str):  # "a" in "abc" would be a substring test
+        raise TypeError("payload_types is a collection of payload type strings, not one string")
     payload_type, payload, body, sigs = _decode(data, max_size)
     if payload_type not in payload_types:
         raise EnvelopeError(f"payload type {payload_type!r} is not accepted here")
@@ -238,5 +249,5 @@ def verify_envelope(
 
 def convert_envelope(data: bytes, *, encoding: str, max_size: int) -> bytes:
     """Re-encode an envelope (e.g. binary wire form -> DSSE JSON for a log); signatures are kept as is."""
-    payload_type, payload, body, sigs = _decode(data, max_size)
-    return _encode(payload_type, bytes(payload), body, sigs, encoding)
+    payload_type, payload, _body, sigs = _decode(data, max_size)
+    return _encode(payload_type, payload, _pae_header(payload_type, len(payload)), sigs, encoding)

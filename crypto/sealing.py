@@ -4,8 +4,9 @@ A fresh 32-byte content key per message encrypts the body once (ChaCha20-Poly130
 AES-256-GCM as an option; the key is used for one message only, so the nonce is fixed at zero). The
 content key is wrapped for each recipient with single-shot HPKE (base mode) from ``cryptography``.
 The header -- suite, AEAD, context (run id, sender key id, message id) and the sorted recipient key
-ids -- is canonical JSON, and ``AD = b"echo-swarm/seal/v1\\n" + header`` is both the body AEAD's
-associated data and every HPKE ``info``: change any header byte and nothing opens.
+ids -- is canonical JSON, and ``AD = b"echo-swarm/seal/v1\\n" + header`` is every HPKE ``info``;
+the body AEAD's associated data is ``AD + the wrap section`` (its exact bytes), so changing any byte
+of a blob, another recipient's wrap included, makes it fail to open for everyone.
 
 Suites: ``"x25519"`` = DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / ChaCha20-Poly1305;
 ``"mlkem768-x25519"`` = the post-quantum hybrid KEM MLKEM768-X25519 / HKDF-SHA256 / ChaCha20-Poly1305.
@@ -38,6 +39,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from ._scratch import scratch
 from .canonical import canonical_json, parse_json
 from .errors import CanonicalError, SealError
 from .identity import HPKE_SUITES, Identity
@@ -126,13 +128,15 @@ def seal(
         raise SealError(f"cannot encode the seal header: {exc}") from None
     ad = _AD_LABEL + header
     content_key = os.urandom(_KEY_LEN)
-    parts = [MAGIC, bytes([VERSION]), struct.pack(">I", len(header)), header]
+    wraps = []
     for key_id in key_ids:
         wrap = _HPKE[suite].encrypt(content_key, _public_key(suite, bytes(recipients[key_id])), ad)
-        parts += [struct.pack(">H", len(wrap)), wrap]
-    ciphertext = _AEADS[aead](content_key).encrypt(_NONCE, body, ad)
-    parts += [struct.pack(">Q", len(ciphertext)), ciphertext]
-    return b"".join(parts)
+        wraps += [struct.pack(">H", len(wrap)), wrap]
+    wrap_bytes = b"".join(wraps)
+    head = [MAGIC, bytes([VERSION]), struct.pack(">I", len(header)), header, wrap_bytes]
+    with scratch(len(body) + _TAG) as ciphertext:  # framed (copied) into the blob, then dropped
+        _AEADS[aead](content_key).encrypt_into(_NONCE, body, ad + wrap_bytes, ciphertext)
+        return b"".join([*head, struct.pack(">Q", len(ciphertext)), ciphertext])
 
 
 def _parse_header(raw: memoryview) -> dict[str, Any]:
@@ -142,11 +146,11 @@ def _parse_header(raw: memoryview) -> dict[str, Any]:
         raise SealError(f"sealed header: {exc}") from None
     if not isinstance(doc, dict) or set(doc) != {"aead", "context", "recipients", "suite", "v"}:
         raise SealError("sealed header must have exactly aead, context, recipients, suite, v")
-    if doc["v"] != VERSION:
+    if doc["v"] != VERSION or isinstance(doc["v"], bool):
         raise SealError(f"unsupported sealed header version {doc['v']!r}")
-    if doc["suite"] not in _HPKE:
+    if not isinstance(doc["suite"], str) or doc["suite"] not in _HPKE:
         raise SealError(f"unknown suite {doc['suite']!r}")
-    if doc["aead"] not in _AEADS:
+    if not isinstance(doc["aead"], str) or doc["aead"] not in _AEADS:
         raise SealError(f"unknown AEAD {doc['aead']!r}")
     ctx = doc["context"]
     if not isinstance(ctx, dict) or set(ctx) != {"message_id", "run_id", "sender_key_id"}:
@@ -189,13 +193,13 @@ def open_sealed(blob: bytes, recipient: Identity, *, run_id: str, max_size: int)
     doc = _parse_header(header)
     context = SealContext(**doc["context"])
     if context.run_id != run_id:
-        raise SealError(f"sealed for run {context.run_id!r}, expected {run_id!r}")
+        raise SealError(f"sealed for run_id {context.run_id!r}, expected run_id {run_id!r}")
     suite = doc["suite"]
     try:
         index = doc["recipients"].index(recipient.key_id)
     except ValueError:
         raise SealError("not a recipient: this blob is not sealed to our key id") from None
-    wrap = None
+    wrap, wraps_start = None, pos
     for i in range(len(doc["recipients"])):
         if pos + 2 > len(view):
             raise SealError("sealed blob is truncated in its key wraps")
@@ -205,6 +209,7 @@ def open_sealed(blob: bytes, recipient: Identity, *, run_id: str, max_size: int)
         if i == index:
             wrap = view[pos + 2 : pos + 2 + wrap_len]
         pos += 2 + wrap_len
+    wraps_end = pos
     if pos + 8 > len(view):
         raise SealError("sealed blob is truncated before the body")
     (body_len,) = struct.unpack_from(">Q", view, pos)
@@ -219,7 +224,7 @@ def open_sealed(blob: bytes, recipient: Identity, *, run_id: str, max_size: int)
     if len(content_key) != _KEY_LEN:
         raise SealError("unwrapped content key has the wrong length")
     try:
-        body = _AEADS[doc["aead"]](content_key).decrypt(_NONCE, view[pos:], ad)
+        body = _AEADS[doc["aead"]](content_key).decrypt(_NONCE, view[pos:], ad + bytes(view[wraps_start:wraps_end]))
     except InvalidTag:
         raise SealError("sealed body fails authentication: tampered or truncated") from None
     return Opened(context, body)

@@ -9,7 +9,8 @@ the published adapter, score them with the task's verifier, take one GRPO step.
 the async mode's off-policy-ness in one process: at step t the rollouts come from the newest
 published version <= t - staleness, and versions are published every ``kappa`` steps.
 
-    python -m nodes.baseline --steps 60 [--seed 0] [--kappa 1] [--staleness 0] [--out curve.jsonl]
+    python -m nodes.baseline --steps 60 [--seed 0] [--kappa 1] [--staleness 0] [--eval-every 10]
+                             [--out curve.jsonl]
 """
 from __future__ import annotations
 
@@ -174,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nodes.baseline", description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model-seed", type=int, default=0)
+    ap.add_argument("--model-seed", type=int, default=0, help="which cached tiny model (ignored with --base)")
+    ap.add_argument("--base", default=None, help="an HF model dir instead of the embedded tiny model")
     ap.add_argument("--prompts", type=int, default=32, help="prompts per step")
     ap.add_argument("--group-size", type=int, default=8)
     ap.add_argument("--kappa", type=int, default=1, help="publish the adapter every kappa steps")
@@ -199,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         files = [stack.enter_context(open(a.out, "w"))] if a.out else []
         recs = run_baseline(a.steps, a.seed, a.prompts, a.group_size, a.kappa, a.staleness,
-                            Tee(sys.stdout, *files), model_seed=a.model_seed, threads=a.threads,
-                            eval_every=a.eval_every)
+                            Tee(sys.stdout, *files), model_seed=a.model_seed, base_dir=a.base,
+                            threads=a.threads, eval_every=a.eval_every)
     if recs:
         tail = recs[-min(10, len(recs)):]
         summary = {"summary": True, "steps": len(recs), "reward_first": recs[0]["reward"],

@@ -78,7 +78,7 @@ class RolloutWorker:
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=5)
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():

@@ -7,19 +7,25 @@ so a summary can be rebuilt from a run directory, and the tests drive it with a 
 Definitions (also in summary.json's `definitions`):
 - learner busy fraction: sum(step_s - wait_s) / sum(step_s) over steady-state steps, i.e. all
   but the first step when there are several (the first one waits for nodes still loading models);
-- tokens/s of a rollout node: sum(tokens) / sum(gen_s), its engine's speed while generating (μ_i);
-- chunks/s of a rollout node: chunks / (last chunk t - the node's first event t);
-- capacity rule (DESIGN §3): the learner does not wait when Σμ_i·(κ·T_train − T_bcast) ≥ κ·R, with
-  R = prompts·group·(measured tokens per sample) and T_train = mean(step_s − wait_s). T_bcast is not
-  measured yet and is taken as 0. "Observed no wait" means busy fraction ≥ BUSY_OK (0.9), checked
-  only with at least MIN_STEADY_STEPS (3) steady-state steps.
+- tokens/s of a rollout node: sum(tokens) / sum(gen_s), its engine's speed while generating;
+- its production window: from its first chunk's start (t - gen_s) to its last chunk's t;
+  effective tokens/s and chunks/s are over that window (what it delivered, overheads included);
+- adoption delay of a rollout node (its T_bcast): median over versions v of the time from v's
+  publication (the first step event carrying v) to the start of the node's first chunk made with
+  v or newer; versions it never used are left out;
+- capacity rule (DESIGN §3), per worker: the learner does not wait when
+  Σ μ_i·max(0, κ·T_train − T_bcast_i) ≥ κ·R (the design's form when all T_bcast_i are equal), with
+  μ_i = effective tokens/s (engine tokens/s overstates supply: sealing, sending, adapter swaps and a
+  shared CPU all cost time), R = prompts·group·(measured tokens per sample) and
+  T_train = mean(step_s − wait_s). "Observed no wait" means busy fraction ≥ BUSY_OK (0.9), checked
+  only with ≥ MIN_STEADY_STEPS (3) steady-state steps.
 """
 from __future__ import annotations
 
 import json
 from collections import Counter
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, median
 
 BUSY_OK = 0.9
 MIN_STEADY_STEPS = 3
@@ -103,7 +109,8 @@ def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome
     lags = Counter()
     for e in ordered:
         lags.update({int(k): int(v) for k, v in (e.get("lags") or {}).items()})
-    nodes = {spec.name: _node_summary(spec, events.get(spec.name, []), (exit_codes or {}).get(spec.name))
+    codes = exit_codes or {}
+    nodes = {spec.name: _node_summary(spec, events.get(spec.name, []), codes.get(spec.name), ordered)
              for spec in scenario.nodes}
     learner = _learner(ordered)
     return {
@@ -119,8 +126,9 @@ def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome
         "capacity": capacity_rule(
             samples_per_step=_samples_per_step(grpo, ordered),
             tokens_per_sample=_tokens_per_sample(events, grpo),
-            t_train_s=learner["t_train_s"], t_bcast_s=0.0, kappa=s.publish_every,
-            worker_tok_s={n: v["tokens_per_s"] for n, v in nodes.items() if v["tokens_per_s"]},
+            t_train_s=learner["t_train_s"], kappa=s.publish_every,
+            t_bcast_s={n: v["adoption_s"] for n, v in nodes.items() if v["adoption_s"] is not None},
+            worker_tok_s={n: mu for n, v in nodes.items() if (mu := v["effective_tokens_per_s"])},
             busy_fraction=learner["busy_fraction"] if learner["steps_counted"] >= MIN_STEADY_STEPS else None,
             mode=s.mode),
         "malformed_lines": malformed,
@@ -128,11 +136,11 @@ def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome
     }
 
 
-def _node_summary(spec, evs: list[dict], exit_code) -> dict:
+def _node_summary(spec, evs: list[dict], exit_code, steps: list[dict]) -> dict:
     chunks = [e for e in evs if e["kind"] == "chunk"]
     roles = [e["role"] for e in evs if e["kind"] == "role"]
     tokens, gen_s = sum(int(e["tokens"]) for e in chunks), sum(float(e["gen_s"]) for e in chunks)
-    span = chunks[-1]["t"] - min(e["t"] for e in evs if isinstance(e.get("t"), (int, float))) if chunks else 0.0
+    window = chunks[-1]["t"] - (chunks[0]["t"] - chunks[0]["gen_s"]) if chunks else 0.0
     return {
         "role": spec.role, "observed_role": roles[-1] if roles else None, "engine": spec.engine,
         "engines_reported": sorted({e["engine"] for e in chunks if "engine" in e}), "threads": spec.threads,
@@ -140,9 +148,23 @@ def _node_summary(spec, evs: list[dict], exit_code) -> dict:
         "chunks_unsent": sum(not e.get("sent", True) for e in chunks),
         "samples": sum(int(e["samples"]) for e in chunks), "tokens": tokens, "gen_s": round(gen_s, 3),
         "tokens_per_s": round(tokens / gen_s, 1) if gen_s > 0 else None,
-        "chunks_per_s": round(len(chunks) / span, 3) if span > 0 else None,
+        "effective_tokens_per_s": round(tokens / window, 1) if window > 0 else None,
+        "chunks_per_s": round(len(chunks) / window, 3) if window > 0 else None,
+        "adoption_s": _adoption_delay(steps, chunks),
         "steps": sum(e["kind"] == "step" for e in evs),
     }
+
+
+def _adoption_delay(steps: list[dict], chunks: list[dict]) -> float | None:
+    published: dict[int, float] = {}
+    for e in steps:
+        published.setdefault(int(e["version"]), float(e["t"]))
+    delays = []
+    for version, at in published.items():
+        first = next((c for c in chunks if c["version"] >= version), None)
+        if first is not None:
+            delays.append(max(0.0, first["t"] - first["gen_s"] - at))
+    return round(median(delays), 3) if delays else None
 
 
 def _learner(steps: list[dict]) -> dict:
@@ -188,16 +210,19 @@ def _tokens_per_sample(events: dict[str, list[dict]], grpo: dict | None) -> floa
     return float(grpo["max_new_tokens"]) if grpo else None
 
 
-def capacity_rule(*, samples_per_step, tokens_per_sample, t_train_s, t_bcast_s, kappa, worker_tok_s: dict,
-                  busy_fraction, mode: str) -> dict:
-    """DESIGN §3's overlap rule, its measured inputs, and whether the run agreed with it."""
+def capacity_rule(*, samples_per_step, tokens_per_sample, t_train_s, t_bcast_s: dict, kappa,
+                  worker_tok_s: dict, busy_fraction, mode: str) -> dict:
+    """DESIGN §3's overlap rule, its measured inputs, and whether the run agreed with it.
+
+    `t_bcast_s` and `worker_tok_s` are per rollout node; a node without a T_bcast counts 0.
+    """
     inputs = {"R_tokens_per_step": None, "samples_per_step": samples_per_step,
               "tokens_per_sample": _round(tokens_per_sample), "T_train_s": t_train_s, "T_bcast_s": t_bcast_s,
-              "T_bcast_measured": False, "kappa": kappa, "mu_tok_s": worker_tok_s}
+              "kappa": kappa, "mu_tok_s": worker_tok_s}
     if None in (samples_per_step, tokens_per_sample, t_train_s) or not worker_tok_s:
         return {**inputs, "verdict": "not enough data (needs trainer steps and rollout chunks)"}
     demand_tok = kappa * samples_per_step * tokens_per_sample
-    supply_tok = sum(worker_tok_s.values()) * (kappa * t_train_s - t_bcast_s)
+    supply_tok = sum(mu * max(0.0, kappa * t_train_s - t_bcast_s.get(n, 0.0)) for n, mu in worker_tok_s.items())
     predicted = supply_tok >= demand_tok
     observed = None if busy_fraction is None else busy_fraction >= BUSY_OK
     verdict = (f"rule predicts the learner {'does not wait' if predicted else 'waits'} "

@@ -152,7 +152,7 @@ class Simulation:
 
     def failed(self, node: NodeProcess) -> str:
         code = node.proc.poll() if node.proc else None
-        self.say(f"node {node.name} exited early with code {code}; end of {node.stderr_path}:", style="bold red")
+        self.say(f"node {node.name} exited early with code {code}; end of {node.stderr_path}:", "bold red")
         self.say(node.log_tail(20) or "(empty log)")
         return "node_exited"
 

@@ -23,11 +23,13 @@ def test_rollout_version_bookkeeping():
 
 def test_stale_rollouts_are_tagged_with_their_version(tmp_path):
     out = tmp_path / "curve.jsonl"
-    recs = run_baseline(4, seed=1, prompts_per_step=4, group_size=4, kappa=2, staleness=1, out=out)
+    recs = run_baseline(4, seed=1, prompts_per_step=8, group_size=8, kappa=2, staleness=1, out=out)
     assert [r["version"] for r in recs] == [0, 0, 0, 2]
     assert [r["lag"] for r in recs] == [0, 1, 2, 1]
     assert [json.loads(line) for line in out.read_text().splitlines()] == recs
-    assert recs[1]["ratio_mean"] != pytest.approx(1.0, abs=1e-6)  # off-policy: the ratio is live
+    # off-policy: the trainer's policy has moved away from the sampler's, so the ratio is live
+    assert any(r["kl_behaviour"] > 1e-7 for r in recs if r["lag"] > 0)
+    assert recs[0]["kl_behaviour"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_short_run_learns():
@@ -35,6 +37,6 @@ def test_short_run_learns():
     rewards = [r["reward"] for r in recs]
     warm = sum(rewards[:3]) / 3
     late = sum(rewards[-5:]) / 5
-    assert warm < 0.15, f"warm-up model already solves the task? {warm:.3f}"
+    assert warm < 0.2, f"warm-up model already solves the task? {warm:.3f}"
     assert late > warm + 0.10, f"no learning: warm-up {warm:.3f}, steps 20-24 {late:.3f}"
     assert all(r["clip_frac"] == 0.0 for r in recs)  # on-policy, one step per batch: ratio is 1

@@ -11,15 +11,17 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_cli
 from rich.console import Console
 
-from conftest import ROOT, run_cli
 from scenarios.processes import NodeProcess
 from scenarios.report import MetricsTail, capacity_rule, read_events, sparkline, summarize, write_report
 from scenarios.scenario import ScenarioError, load_scenario, parse_scenario
 
 SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
-MINIMAL = {"scenario": {"name": "t"}, "node": [{"name": "a", "role": "trainer"}, {"name": "b", "role": "rollout"}]}
+TRAINER_AND = [{"name": "trainer", "role": "trainer"}]
+MINIMAL = {"scenario": {"name": "t"},
+           "node": [{"name": "a", "role": "trainer"}, {"name": "b", "role": "rollout"}]}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -31,7 +33,8 @@ def test_every_shipped_scenario_parses_and_validates(path):
 
 def test_default_scenario_is_the_documented_swarm():
     s = load_scenario(ROOT / "scenarios" / "default.toml")
-    assert (s.settings.steps, s.settings.mode, s.settings.staleness, s.settings.timeout_s) == (60, "async", 2, 600.0)
+    settings = s.settings
+    assert (settings.mode, settings.staleness, settings.publish_every) == ("async", 2, 1)
     assert [(n.name, n.role, n.engine, n.threads) for n in s.nodes] == [
         ("trainer", "trainer", "transformers", 1), ("llama", "rollout", "llamacpp", 1),
         ("torch", "rollout", "transformers", 1)]
@@ -54,7 +57,7 @@ def _with(scenario=None, nodes=None, **tables):
     (_with({"timeout_s": -1}), "scenario.timeout_s must be > 0"),
     (_with(nodes=[]), "at least one [[node]]"),
     (_with(nodes=[{"role": "trainer"}]), "node[0].name is required"),
-    (_with(nodes=[{"name": "a", "role": "trainer"}, {"name": "b", "engine": "vllm"}]), "node[1].engine must be"),
+    (_with(nodes=[*TRAINER_AND, {"name": "b", "engine": "vllm"}]), "node[1].engine must be"),
     (_with(nodes=[{"name": "a", "role": "boss"}]), "node[0].role must be one of"),
     (_with(nodes=[{"name": "a"}, {"name": "a"}]), "node[0].name 'a' is used by more than one node"),
     (_with(nodes=[{"name": "a", "threads": 0}]), "node[0].threads must be >= 1"),
@@ -84,7 +87,8 @@ def test_cli_reports_a_bad_scenario_in_one_line(tmp_path):
     (tmp_path / "bad.toml").write_text('[scenario]\nname = "x"\nmode = "sync"\n[[node]]\nname = "a"\n')
     result = run_cli("simulate", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == "swarm simulate: error: bad.toml: scenario.mode must be one of sequential, async"
+    expected = "swarm simulate: error: bad.toml: scenario.mode must be one of sequential, async"
+    assert result.stderr.strip() == expected
 
 
 # -- the report, from a synthetic run that follows the metrics contract ----------------------------
@@ -94,11 +98,12 @@ def _jsonl(path: Path, events: list[dict]) -> None:
 
 
 def synthetic_run(root: Path) -> dict[str, Path]:
-    """12 trainer steps (rewards 0.0 .. 1.1 by 0.1), two rollout nodes with known speeds."""
+    """12 trainer steps (rewards 0.0 .. 1.1 by 0.1; version k published at t0 + 2k + 1), two rollout
+    nodes with known speeds (llama's chunk i, made with version i, starts at t0 + 2i + 1.9)."""
     t0 = 1_000.0
     trainer = [{"t": t0, "kind": "role", "role": "trainer"}]
     for i in range(12):
-        trainer.append({"t": t0 + 10 + i, "kind": "step", "step": i + 1, "version": i + 1,
+        trainer.append({"t": t0 + 2 * (i + 1) + 1, "kind": "step", "step": i + 1, "version": i + 1,
                         "reward_mean": round(0.1 * i, 1), "lags": {"0": 6, "1": 2} if i else {"0": 8},
                         "samples": 256, "step_s": 10.0 if i == 0 else 2.0, "wait_s": 8.0 if i == 0 else 0.2})
     trainer.append({"t": t0 + 30, "kind": "accounting", "accepted": 5, "consumed": 3, "buffered": 1,
@@ -143,17 +148,23 @@ def test_summary_follows_from_the_metrics(tmp_path):
     assert acc["dropped"] == {"stale": 7, "late": 1} and acc["rejected"] == {"bad_signature": 3}
     assert acc["reconciled"] is True
     llama, torch = s["nodes"]["llama"], s["nodes"]["torch"]
-    assert (llama["chunks"], llama["tokens"], llama["tokens_per_s"], llama["chunks_unsent"]) == (10, 1600, 1600.0, 1)
-    assert llama["chunks_per_s"] == 0.5 and torch["tokens_per_s"] == 400.0 and torch["chunks_per_s"] == 0.2
+    assert (llama["chunks"], llama["tokens"], llama["tokens_per_s"]) == (10, 1600, 1600.0)
+    assert llama["chunks_unsent"] == 1
+    assert torch["tokens_per_s"] == 400.0  # engine speed; effective rates are over the production window:
+    assert llama["chunks_per_s"] == round(10 / 18.1, 3) and torch["chunks_per_s"] == round(4 / 15.4, 3)
+    assert llama["effective_tokens_per_s"] == 88.4 and torch["effective_tokens_per_s"] == 41.6
     assert s["nodes"]["trainer"]["observed_role"] == "trainer" and s["nodes"]["trainer"]["steps"] == 12
     assert s["malformed_lines"] == 2
     learner = s["learner"]  # the first step (waiting for nodes to load) is left out
     assert learner["steps_counted"] == 11 and learner["busy_fraction"] == 0.9 and learner["t_train_s"] == 1.8
     cap = s["capacity"]
-    assert cap["samples_per_step"] == 256 and cap["tokens_per_sample"] == 5.0 and cap["R_tokens_per_step"] == 1280
-    assert cap["mu_tok_s"] == {"llama": 1600.0, "torch": 400.0}
-    assert cap["supply_tokens"] == 3600 and cap["predicts_no_wait"] and cap["observed_no_wait"] and cap["agrees"]
-    assert "agrees" in cap["verdict"]
+    assert (cap["samples_per_step"], cap["tokens_per_sample"], cap["R_tokens_per_step"]) == (256, 5.0, 1280)
+    # adoption: llama starts version v 0.9 s after it is published; torch (v=1,2,3) 6.6, 9.6, 12.6 s later
+    assert llama["adoption_s"] == 0.9 and torch["adoption_s"] == 9.6
+    assert cap["mu_tok_s"] == {"llama": 88.4, "torch": 41.6} and cap["T_bcast_s"] == {"llama": 0.9, "torch": 9.6}
+    assert cap["supply_tokens"] == round(88.4 * 0.9, 3)  # torch adopts too late to help
+    assert not cap["predicts_no_wait"] and cap["observed_no_wait"]
+    assert cap["agrees"] is False and "disagrees" in cap["verdict"]
 
 
 def test_accounting_that_does_not_add_up_is_flagged(tmp_path):
@@ -167,17 +178,17 @@ def test_accounting_that_does_not_add_up_is_flagged(tmp_path):
 
 
 def test_capacity_rule_waits_when_workers_are_too_slow():
-    out = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s=0.5, kappa=2,
-                        worker_tok_s={"a": 100.0}, busy_fraction=0.4, mode="async")
-    assert out["demand_tokens"] == 2560 and out["supply_tokens"] == 150
+    out = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={"a": 0.5}, kappa=2,
+                        worker_tok_s={"a": 100.0, "b": 50.0}, busy_fraction=0.4, mode="async")
+    assert out["demand_tokens"] == 2560 and out["supply_tokens"] == 100 * 1.5 + 50 * 2
     assert not out["predicts_no_wait"] and not out["observed_no_wait"] and out["agrees"]
-    few = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s=0, kappa=1,
+    few = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={}, kappa=1,
                         worker_tok_s={"a": 1e4}, busy_fraction=None, mode="sequential")
     assert few["agrees"] is None and "too few" in few["verdict"] and "sequential" in few["verdict"]
 
 
 def test_report_writes_summary_and_plots(tmp_path):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401
     paths = synthetic_run(tmp_path)
     events = {name: read_events(p)[0] for name, p in paths.items()}
     summary = summarize(load_scenario(ROOT / "scenarios" / "default.toml"), events, wall_s=1, outcome="done")
@@ -221,7 +232,8 @@ FAKE_NODE = textwrap.dedent("""
     log("role", role="trainer" if name == "trainer" else "rollout")
     if name == "trainer" and "--steps-done" in sys.argv:
         for i in range(1, 4):
-            log("step", step=i, version=i, reward_mean=0.2 * i, lags={"0": 8}, samples=256, step_s=1.0, wait_s=0.1)
+            log("step", step=i, version=i, reward_mean=0.2 * i, lags={"0": 8}, samples=256, step_s=1.0,
+                wait_s=0.1)
         log("accounting", accepted=3, consumed=3, buffered=0, dropped={}, rejected={})
         log("done", steps=3, version=3)
     while True:
@@ -236,14 +248,15 @@ class FakeNode(NodeProcess):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stdout_path, self.stderr_path = self.workdir / "node.out", self.workdir / "node.log"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-c", FAKE_NODE, str(self.workdir), self.name, *self.args],
-                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+            command = [sys.executable, "-c", FAKE_NODE, str(self.workdir), self.name, *self.args]
+            self.proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
         return self
 
 
 @pytest.fixture
 def simulate(tmp_path, monkeypatch):
-    import nodes.commands.init as init
+    from nodes.commands import init
     from scenarios.simulate import Simulation
 
     monkeypatch.setattr(init, "base_digest", lambda base: "")  # fake nodes need no base model
@@ -268,7 +281,7 @@ def test_runner_stops_on_done_and_reports(simulate, monkeypatch):
 
     base_args = Simulation.node_args
     monkeypatch.setattr(Simulation, "node_args", lambda self, *a: [*base_args(self, *a), "--steps-done"])
-    code, output, summary, sim = simulate([{"name": "trainer", "role": "trainer"}, {"name": "roll", "role": "rollout"}])
+    code, output, summary, sim = simulate([*TRAINER_AND, {"name": "roll", "role": "rollout"}])
     assert code == 0 and summary["outcome"] == "done" and summary["steps_done"] == 3
     assert "reward 0.20 " in output and "report: " in output
     roll_args = sim.nodes[1].args
@@ -278,18 +291,18 @@ def test_runner_stops_on_done_and_reports(simulate, monkeypatch):
 
 
 def test_a_node_that_exits_early_stops_the_run_with_its_log(simulate):
-    code, output, summary, _ = simulate([{"name": "trainer", "role": "trainer"}, {"name": "crash", "role": "rollout"}])
+    code, output, summary, _ = simulate([*TRAINER_AND, {"name": "crash", "role": "rollout"}])
     assert code == 1 and summary["outcome"] == "node_exited"
     assert "node crash exited early with code 3" in output and "boom: no such engine" in output
     assert summary["nodes"]["crash"]["exit_code"] == 3
 
 
 def test_a_bootstrap_node_that_never_joins_stops_the_run(simulate):
-    code, output, summary, _ = simulate([{"name": "crash", "role": "trainer"}, {"name": "roll", "role": "rollout"}])
-    assert code == 1 and "boom" in output and summary["nodes"]["roll"]["exit_code"] is None  # never launched
+    nodes = [{"name": "crash", "role": "trainer"}, {"name": "r", "role": "rollout"}]
+    code, output, summary, _ = simulate(nodes)
+    assert code == 1 and "boom" in output and summary["nodes"]["r"]["exit_code"] is None  # never launched
 
 
 def test_timeout_stops_every_node(simulate):
-    code, output, summary, _ = simulate([{"name": "trainer", "role": "trainer"}, {"name": "r", "role": "rollout"}],
-                                        timeout_s=3)
+    code, output, summary, _ = simulate([*TRAINER_AND, {"name": "r", "role": "rollout"}], timeout_s=3)
     assert code == 1 and summary["outcome"] == "timeout" and "timeout" in output

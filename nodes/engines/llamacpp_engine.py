@@ -85,8 +85,13 @@ class LlamaCppEngine:
             if not src.is_file():
                 raise EngineError(f"GGUF file {src} does not exist")
             self.gguf_path = src
+        elif src.is_dir():
+            hf_dir = src
+        elif str(base).startswith(("/", ".", "~")):
+            raise EngineError(f"base {base} is neither a .gguf file nor a local HF dir")
         else:
-            hf_dir = src if src.is_dir() else _hf_snapshot(str(base))
+            hf_dir = _hf_snapshot(str(base))
+        if hf_dir is not None:
             self.gguf_path = gguf_export.ensure_base_gguf(hf_dir, gguf_cache)
         self.hf_dir = hf_dir
         try:
@@ -106,12 +111,13 @@ class LlamaCppEngine:
         self.model = L.llama_model_load_from_file(str(self.gguf_path).encode(), mparams)
         if not self.model:
             raise EngineError(f"llama.cpp cannot load {self.gguf_path}{_log_tail()}")
-        self.n_ctx = min(n_ctx or n_ctx_train, n_ctx_train)  # positions per sequence
+        self.n_ctx = min(n_ctx or 4096, n_ctx_train)  # positions per sequence
         self.parallel = max(1, parallel)
         cparams = L.llama_context_default_params()
-        # One unified cache shared by the `parallel` samples of a group: the prompt's cells are
-        # shared (seq_cp), so n_ctx per sample is plenty; memory grows with parallel * n_ctx.
-        cparams.n_ctx = self.n_ctx * self.parallel
+        # One unified cache for the samples of a group: the prompt's cells are shared (seq_cp), each
+        # sample adds only its own tokens. A group runs min(parallel, free cells // max_new) side by side.
+        self.n_cells = self.n_ctx + (self.parallel - 1) * min(self.n_ctx, 512)
+        cparams.n_ctx = self.n_cells
         cparams.n_batch = cparams.n_ubatch = max(min(self.n_ctx, 512), self.parallel)
         cparams.n_seq_max = self.parallel
         cparams.kv_unified = True
@@ -248,9 +254,10 @@ class LlamaCppEngine:
         for i, prompt in enumerate(prompt_ids):
             self._L.llama_memory_clear(self.mem, True)
             first = self._decode(prompt, 0, 1)[0]
+            width = max(1, min(self.parallel, (self.n_cells - len(prompt)) // params.max_new_tokens))
             group: list[Sample] = []
-            for j0 in range(0, n, self.parallel):
-                group += self._sample_together(prompt, first, u[i, j0:min(n, j0 + self.parallel)], params)
+            for j0 in range(0, n, width):
+                group += self._sample_together(prompt, first, u[i, j0:min(n, j0 + width)], params)
             groups.append(group)
         return groups
 

@@ -65,7 +65,7 @@ class TrainerWorker:
         self.stop_event.set()
         with self.ready:
             self.ready.notify_all()
-        self.thread.join(timeout=60)
+        self.thread.join(timeout=10)
 
     @property
     def step(self) -> int:
