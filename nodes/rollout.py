@@ -98,6 +98,7 @@ class RolloutWorker:
             held = self.store.latest()
             self.engine.set_adapter(held.version, self.store.path(held.version))
             self.node.adapter_version = held.version
+            self.need = 1  # a new version opens a new step: the trainer needs groups again
             log.info("now generating with adapter v%d", held.version)
         if held is None:
             return False

@@ -222,7 +222,8 @@ def capacity_rule(*, samples_per_step, tokens_per_sample, t_train_s, t_bcast_s: 
     if None in (samples_per_step, tokens_per_sample, t_train_s) or not worker_tok_s:
         return {**inputs, "verdict": "not enough data (needs trainer steps and rollout chunks)"}
     demand_tok = kappa * samples_per_step * tokens_per_sample
-    supply_tok = sum(mu * max(0.0, kappa * t_train_s - t_bcast_s.get(n, 0.0)) for n, mu in worker_tok_s.items())
+    window = {n: max(0.0, kappa * t_train_s - t_bcast_s.get(n, 0.0)) for n in worker_tok_s}
+    supply_tok = sum(mu * window[n] for n, mu in worker_tok_s.items())
     predicted = supply_tok >= demand_tok
     observed = None if busy_fraction is None else busy_fraction >= BUSY_OK
     verdict = (f"rule predicts the learner {'does not wait' if predicted else 'waits'} "

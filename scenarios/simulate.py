@@ -127,11 +127,11 @@ class Simulation:
     def _watch(self, deadline: float, refresh) -> str:
         last_line, last_steps = 0.0, -1
         while True:
-            self.poll()
+            dead = [n for n in self.nodes if not n.alive()]
+            self.poll()  # after the liveness check: a trainer that logs `done` and exits is not a failure
             if any(e["kind"] == "done" for evs in self.events.values() for e in evs):
                 refresh()
                 return "done"
-            dead = [n for n in self.nodes if not n.alive()]
             if dead:
                 refresh()
                 return self.failed(dead[0])
@@ -184,7 +184,8 @@ class Simulation:
         if acc["reconciled"] is not None:
             self.say(f"chunks accepted {acc['accepted']} = consumed {acc['consumed']} + dropped "
                      f"{sum(acc['dropped'].values())} + buffered {acc['buffered']}: "
-                     f"{'reconciled' if acc['reconciled'] else 'DOES NOT RECONCILE'}")
+                     f"{'reconciled' if acc['reconciled'] else 'DOES NOT RECONCILE'}; rejected at intake: "
+                     f"{', '.join(f'{k} {v}' for k, v in acc['rejected'].items()) or 'none'}")
         self.say(f"capacity: {summary['capacity']['verdict']}")
         killed = [name for name, code in codes.items() if code == -9]
         if killed:

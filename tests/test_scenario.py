@@ -161,7 +161,8 @@ def test_summary_follows_from_the_metrics(tmp_path):
     assert (cap["samples_per_step"], cap["tokens_per_sample"], cap["R_tokens_per_step"]) == (256, 5.0, 1280)
     # adoption: llama starts version v 0.9 s after it is published; torch (v=1,2,3) 6.6, 9.6, 12.6 s later
     assert llama["adoption_s"] == 0.9 and torch["adoption_s"] == 9.6
-    assert cap["mu_tok_s"] == {"llama": 88.4, "torch": 41.6} and cap["T_bcast_s"] == {"llama": 0.9, "torch": 9.6}
+    assert cap["mu_tok_s"] == {"llama": 88.4, "torch": 41.6}
+    assert cap["T_bcast_s"] == {"llama": 0.9, "torch": 9.6}
     assert cap["supply_tokens"] == round(88.4 * 0.9, 3)  # torch adopts too late to help
     assert not cap["predicts_no_wait"] and cap["observed_no_wait"]
     assert cap["agrees"] is False and "disagrees" in cap["verdict"]
@@ -178,8 +179,8 @@ def test_accounting_that_does_not_add_up_is_flagged(tmp_path):
 
 
 def test_capacity_rule_waits_when_workers_are_too_slow():
-    out = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={"a": 0.5}, kappa=2,
-                        worker_tok_s={"a": 100.0, "b": 50.0}, busy_fraction=0.4, mode="async")
+    out = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={"a": 0.5},
+                        kappa=2, worker_tok_s={"a": 100.0, "b": 50.0}, busy_fraction=0.4, mode="async")
     assert out["demand_tokens"] == 2560 and out["supply_tokens"] == 100 * 1.5 + 50 * 2
     assert not out["predicts_no_wait"] and not out["observed_no_wait"] and out["agrees"]
     few = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={}, kappa=1,
@@ -236,6 +237,8 @@ FAKE_NODE = textwrap.dedent("""
                 wait_s=0.1)
         log("accounting", accepted=3, consumed=3, buffered=0, dropped={}, rejected={})
         log("done", steps=3, version=3)
+        if "--exit-after-done" in sys.argv:
+            sys.exit(0)
     while True:
         time.sleep(0.2)
 """)
@@ -288,6 +291,16 @@ def test_runner_stops_on_done_and_reports(simulate, monkeypatch):
     assert roll_args[roll_args.index("--initial-peers") + 1].endswith("/p2p/fake")
     assert roll_args[roll_args.index("--engine") + 1] == "auto" and "--threads" in roll_args
     assert (sim.out / "run.toml").exists() and (sim.out / "keys" / "roll.key").exists()
+
+
+def test_a_trainer_that_exits_right_after_done_is_a_success(simulate, monkeypatch):
+    from scenarios.simulate import Simulation
+
+    base_args = Simulation.node_args
+    flags = ["--steps-done", "--exit-after-done"]
+    monkeypatch.setattr(Simulation, "node_args", lambda self, *a: [*base_args(self, *a), *flags])
+    code, _, summary, _ = simulate([*TRAINER_AND, {"name": "roll", "role": "rollout"}])
+    assert code == 0 and summary["outcome"] == "done"
 
 
 def test_a_node_that_exits_early_stops_the_run_with_its_log(simulate):
