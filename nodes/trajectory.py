@@ -58,7 +58,7 @@ _SAMPLING_FIELDS = {"temperature", "max_new_tokens"}
 class ChunkError(ValueError):
     """A chunk was rejected. ``reason`` is one short word for counters; ``detail`` is for logs.
 
-    Reasons: type, oversize, format, schema, version, id, dtype, shape, limit, vocab, logprobs.
+    Reasons: type, oversize, format, schema, version, id, dtype, shape, limit, vocab, logprobs, eos.
     """
 
     def __init__(self, reason: str, detail: str = "") -> None:
@@ -79,6 +79,10 @@ class ChunkLimits:
     max_samples: int = 8192
     max_prompt_tokens: int = 4096
     max_completion_tokens: int = 4096
+    stop_ids: frozenset[int] = frozenset()
+    """The model's EOS/stop ids: a completion may hold one only as its last token (a sampler stops
+    there), so tokens after an EOS, which the verifier would never see but the trainer would
+    train on, are refused."""
 
 
 @dataclass(frozen=True)
@@ -365,6 +369,12 @@ def _build(meta: dict, a: dict[str, np.ndarray], limits: ChunkLimits) -> Traject
         ids = a[name]
         if ids.min() < 0 or ids.max() >= limits.vocab_size:
             raise ChunkError("vocab", f"{name} outside [0, {limits.vocab_size})")
+    if limits.stop_ids:
+        comp = a["completion_ids"]
+        last = np.zeros(len(comp), dtype=bool)
+        last[a["completion_offsets"][1:] - 1] = True
+        if np.any(np.isin(comp, np.fromiter(limits.stop_ids, dtype=np.int64)) & ~last):
+            raise ChunkError("eos", "tokens after a stop token")
     lp = a["logprobs"]
     if not np.all(np.isfinite(lp)) or np.any(lp > 0):
         raise ChunkError("logprobs", "log-probs must be finite and <= 0")

@@ -271,7 +271,8 @@ def _plots(summary: dict, report_dir: Path) -> dict:
     hist = summary["staleness_histogram"]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.bar([int(k) for k in hist], list(hist.values()), color="tab:orange")
-    ax.set(xlabel="policy lag (versions)", ylabel="samples used",
+    ax.set_xticks([int(k) for k in hist])
+    ax.set(xlabel="policy lag (versions)", ylabel="chunks used",
            title=f"staleness ({summary['mode']}, S={summary['S']})")
     fig.tight_layout()
     fig.savefig(paths["staleness"], dpi=100)

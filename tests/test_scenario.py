@@ -19,6 +19,7 @@ from scenarios.report import MetricsTail, capacity_rule, read_events, sparkline,
 from scenarios.scenario import ScenarioError, load_scenario, parse_scenario
 
 SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
+DEFAULT = load_scenario(ROOT / "scenarios" / "default.toml")
 TRAINER_AND = [{"name": "trainer", "role": "trainer"}]
 MINIMAL = {"scenario": {"name": "t"},
            "node": [{"name": "a", "role": "trainer"}, {"name": "b", "role": "rollout"}]}
@@ -32,10 +33,9 @@ def test_every_shipped_scenario_parses_and_validates(path):
 
 
 def test_default_scenario_is_the_documented_swarm():
-    s = load_scenario(ROOT / "scenarios" / "default.toml")
-    settings = s.settings
-    assert (settings.mode, settings.staleness, settings.publish_every) == ("async", 2, 1)
-    assert [(n.name, n.role, n.engine, n.threads) for n in s.nodes] == [
+    s = load_scenario(ROOT / "scenarios" / "default.toml").settings
+    assert (s.mode, s.staleness, s.publish_every) == ("async", 2, 1)
+    assert [(n.name, n.role, n.engine, n.threads) for n in DEFAULT.nodes] == [
         ("trainer", "trainer", "transformers", 1), ("llama", "rollout", "llamacpp", 1),
         ("torch", "rollout", "transformers", 1)]
 
@@ -127,6 +127,10 @@ def synthetic_run(root: Path) -> dict[str, Path]:
 GRPO = {"prompts_per_step": 32, "group_size": 8, "max_new_tokens": 7}
 
 
+def events_of(paths: dict[str, Path]) -> dict[str, list[dict]]:
+    return {name: read_events(path)[0] for name, path in paths.items()}
+
+
 def test_summary_follows_from_the_metrics(tmp_path):
     paths = synthetic_run(tmp_path)
     paths["torch"].write_text(paths["torch"].read_text() + "not json\n" + '{"kind": "chunk", "t": 1}\n')
@@ -134,8 +138,7 @@ def test_summary_follows_from_the_metrics(tmp_path):
     for name, path in paths.items():
         events[name], bad = read_events(path)
         malformed += bad
-    scenario = load_scenario(ROOT / "scenarios" / "default.toml")
-    s = summarize(scenario, events, wall_s=42.123, outcome="done", grpo=GRPO, malformed=malformed)
+    s = summarize(DEFAULT, events, wall_s=42.123, outcome="done", grpo=GRPO, malformed=malformed)
 
     assert (s["scenario"], s["mode"], s["S"], s["outcome"], s["done"], s["wall_s"]) == (
         "default", "async", 2, "done", True, 42.12)
@@ -172,8 +175,7 @@ def test_accounting_that_does_not_add_up_is_flagged(tmp_path):
     paths = synthetic_run(tmp_path)
     _jsonl(paths["trainer"], [{"t": 1, "kind": "accounting", "accepted": 10, "consumed": 5, "buffered": 0,
                                "dropped": {"stale": 1}, "rejected": {}}])
-    events = {name: read_events(p)[0] for name, p in paths.items()}
-    s = summarize(load_scenario(ROOT / "scenarios" / "default.toml"), events, wall_s=1, outcome="timeout")
+    s = summarize(DEFAULT, events_of(paths), wall_s=1, outcome="timeout")
     assert s["accounting"]["reconciled"] is False and s["steps_done"] == 0 and not s["done"]
     assert "not enough data" in s["capacity"]["verdict"]
 
@@ -191,8 +193,7 @@ def test_capacity_rule_waits_when_workers_are_too_slow():
 def test_report_writes_summary_and_plots(tmp_path):
     import matplotlib  # noqa: F401
     paths = synthetic_run(tmp_path)
-    events = {name: read_events(p)[0] for name, p in paths.items()}
-    summary = summarize(load_scenario(ROOT / "scenarios" / "default.toml"), events, wall_s=1, outcome="done")
+    summary = summarize(DEFAULT, events_of(paths), wall_s=1, outcome="done")
     path = write_report(summary, tmp_path / "report")
     written = json.loads(path.read_text())
     for plot in ("reward", "staleness"):
@@ -231,17 +232,20 @@ FAKE_NODE = textwrap.dedent("""
         sys.exit(3)
     print("join with: --initial-peers /ip4/127.0.0.1/tcp/1/p2p/fake", flush=True)
     log("role", role="trainer" if name == "trainer" else "rollout")
-    if name == "trainer" and "--steps-done" in sys.argv:
+    if name in ("trainer", "quitter"):  # "idle" and rollouts just stay up
         for i in range(1, 4):
             log("step", step=i, version=i, reward_mean=0.2 * i, lags={"0": 8}, samples=256, step_s=1.0,
                 wait_s=0.1)
         log("accounting", accepted=3, consumed=3, buffered=0, dropped={}, rejected={})
         log("done", steps=3, version=3)
-        if "--exit-after-done" in sys.argv:
+        if name == "quitter":
             sys.exit(0)
     while True:
         time.sleep(0.2)
 """)
+
+
+IDLE_TRAINER = {"name": "idle", "role": "trainer"}
 
 
 class FakeNode(NodeProcess):
@@ -279,11 +283,7 @@ def simulate(tmp_path, monkeypatch):
         assert not [n.name for n in sim.nodes if n.alive()]
 
 
-def test_runner_stops_on_done_and_reports(simulate, monkeypatch):
-    from scenarios.simulate import Simulation
-
-    base_args = Simulation.node_args
-    monkeypatch.setattr(Simulation, "node_args", lambda self, *a: [*base_args(self, *a), "--steps-done"])
+def test_runner_stops_on_done_and_reports(simulate):
     code, output, summary, sim = simulate([*TRAINER_AND, {"name": "roll", "role": "rollout"}])
     assert code == 0 and summary["outcome"] == "done" and summary["steps_done"] == 3
     assert "reward 0.20 " in output and "report: " in output
@@ -293,18 +293,13 @@ def test_runner_stops_on_done_and_reports(simulate, monkeypatch):
     assert (sim.out / "run.toml").exists() and (sim.out / "keys" / "roll.key").exists()
 
 
-def test_a_trainer_that_exits_right_after_done_is_a_success(simulate, monkeypatch):
-    from scenarios.simulate import Simulation
-
-    base_args = Simulation.node_args
-    flags = ["--steps-done", "--exit-after-done"]
-    monkeypatch.setattr(Simulation, "node_args", lambda self, *a: [*base_args(self, *a), *flags])
-    code, _, summary, _ = simulate([*TRAINER_AND, {"name": "roll", "role": "rollout"}])
+def test_a_trainer_that_exits_right_after_done_is_a_success(simulate):
+    code, _, summary, _ = simulate([{"name": "quitter", "role": "trainer"}, {"name": "r", "role": "rollout"}])
     assert code == 0 and summary["outcome"] == "done"
 
 
 def test_a_node_that_exits_early_stops_the_run_with_its_log(simulate):
-    code, output, summary, _ = simulate([*TRAINER_AND, {"name": "crash", "role": "rollout"}])
+    code, output, summary, _ = simulate([IDLE_TRAINER, {"name": "crash", "role": "rollout"}])
     assert code == 1 and summary["outcome"] == "node_exited"
     assert "node crash exited early with code 3" in output and "boom: no such engine" in output
     assert summary["nodes"]["crash"]["exit_code"] == 3
@@ -317,5 +312,5 @@ def test_a_bootstrap_node_that_never_joins_stops_the_run(simulate):
 
 
 def test_timeout_stops_every_node(simulate):
-    code, output, summary, _ = simulate([*TRAINER_AND, {"name": "r", "role": "rollout"}], timeout_s=3)
+    code, output, summary, _ = simulate([IDLE_TRAINER, {"name": "r", "role": "rollout"}], timeout_s=3)
     assert code == 1 and summary["outcome"] == "timeout" and "timeout" in output

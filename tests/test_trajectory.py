@@ -209,6 +209,15 @@ def test_token_id_outside_vocab():
     assert reason(_rewrite(data, "prompt_ids", lambda a: a.__setitem__(0, -1))) == "vocab"
 
 
+def test_tokens_after_eos():
+    g = TrajectoryGroup((1, 5), ((7, 2), (7, 2, 9), (2,)), ((-0.1, -0.2), (-0.1, -0.2, -0.3), (-0.5,)))
+    data = encode_chunk(make_chunk(groups=(g,)))
+    assert decode_chunk(data, limits=LIMITS).groups == (g,)  # no stop ids given: not checked
+    assert reason(data, ChunkLimits(vocab_size=48, stop_ids=frozenset({2}))) == "eos"
+    ok = encode_chunk(make_chunk(groups=(TrajectoryGroup((1, 5), ((7, 2), (2,)), ((-0.1, -0.2), (-0.5,))),)))
+    assert decode_chunk(ok, limits=ChunkLimits(vocab_size=48, stop_ids=frozenset({2}))).num_samples == 2
+
+
 @pytest.mark.parametrize("bad", [0.5, float("nan"), float("inf"), float("-inf")])
 def test_bad_logprobs(bad):
     data = encode_chunk(make_chunk())
@@ -254,7 +263,7 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 
 def _decode_or_chunk_error(data: bytes) -> None:
     try:
-        decode_chunk(data, limits=LIMITS)
+        decode_chunk(data, limits=ChunkLimits(vocab_size=48, stop_ids=frozenset({2, 3})))
     except ChunkError as exc:
         assert exc.reason
 
