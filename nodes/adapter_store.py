@@ -13,8 +13,8 @@ import hashlib
 import os
 import shutil
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from swarm.versions import AdapterVersion, VersionError, verify_version
 

@@ -12,9 +12,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from crypto.identity import Identity
 from swarm.manifest import SignedManifest

@@ -30,7 +30,7 @@ class NodeProcess:
     proc: subprocess.Popen | None = None
     maddr: str | None = None
 
-    def start(self) -> "NodeProcess":
+    def start(self) -> NodeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stdout_path = self.workdir / "node.out"
         self.stderr_path = self.workdir / "node.log"

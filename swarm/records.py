@@ -9,7 +9,6 @@ records under MAX_RECORD_BYTES.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,21 +16,13 @@ from crypto.canonical import canonical_json, parse_json
 from crypto.envelope import sign_envelope, verify_envelope
 from crypto.errors import CryptoError
 from crypto.identity import Identity, key_id_of
+from swarm.errors import HEX64, RecordError
 
 NODEINFO_TYPE = "application/vnd.echo-swarm.nodeinfo+json"
 SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 8 * 1024
 ROLES = ("joining", "trainer", "rollout")
 ROLE_PREFS = ("auto", "trainer", "rollout")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class RecordError(ValueError):
-    """A record failed verification or its schema; `reason` is a short counter name."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -105,7 +96,7 @@ def verify_record(
         raise RecordError("schema", "record value is not bytes")
     if len(envelope) > MAX_RECORD_BYTES:
         raise RecordError("oversize", f"{len(envelope)} bytes > {MAX_RECORD_BYTES}")
-    if not _HEX64.match(owner_public_key_hex or ""):
+    if not HEX64.match(owner_public_key_hex or ""):
         raise RecordError("wrong_owner", "subkey is not an Ed25519 public key")
     public_key = bytes.fromhex(owner_public_key_hex)
     try:

@@ -9,7 +9,7 @@ simply absent from the input and the next candidate takes the slot.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from swarm.manifest import RunManifest
 from swarm.records import NodeInfo

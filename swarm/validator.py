@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-from typing import Callable
+from collections.abc import Callable
 
 from hivemind.dht.routing import DHTID
 from hivemind.dht.validation import DHTRecord, RecordValidatorBase

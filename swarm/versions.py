@@ -7,24 +7,18 @@ can refuse rollbacks and forks, and lists the digests of the trajectory chunks i
 from __future__ import annotations
 
 import dataclasses
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from crypto.canonical import canonical_json, parse_json
 from crypto.envelope import sign_envelope, verify_envelope
 from crypto.errors import CryptoError
 from crypto.identity import Identity
+from swarm.errors import HEX64, VersionError
 
 VERSION_TYPE = "application/vnd.echo-swarm.adapter-version+json"
 MAX_VERSION_BYTES = 256 * 1024
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class VersionError(ValueError):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -67,8 +61,8 @@ def verify_version(envelope: bytes, *, trusted_keys: Mapping[str, bytes], run_di
         ok = (
             all(isinstance(getattr(record, k), int) and not isinstance(getattr(record, k), bool)
                 for k in ("version", "step", "parent_version"))
-            and all(_HEX64.match(c) for c in record.chunks)
-            and _HEX64.match(record.adapter_sha256)
+            and all(HEX64.match(c) for c in record.chunks)
+            and HEX64.match(record.adapter_sha256)
             and isinstance(record.created_at, (int, float))
         )
     except (TypeError, ValueError):

@@ -170,6 +170,7 @@ def test_lora_gguf_layout(tiny, tmp_path):
 
 def test_llamacpp_needs_a_tokenizer_for_a_foreign_gguf(tmp_path, tiny):
     import llama_cpp  # noqa: F401  (a dependency: its absence is a failure, not a skip)
+
     from nodes.engines import make_engine
 
     meta_free = tmp_path / "plain.gguf"
@@ -184,6 +185,7 @@ def test_llamacpp_needs_a_tokenizer_for_a_foreign_gguf(tmp_path, tiny):
 
 def test_llamacpp_reports_a_broken_gguf(tmp_path):
     import llama_cpp  # noqa: F401  (a dependency: its absence is a failure, not a skip)
+
     from nodes.engines import make_engine
 
     junk = tmp_path / "junk.gguf"

@@ -5,10 +5,10 @@ import dataclasses
 import time
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from hivemind.dht.validation import DHTRecord
 from hivemind.utils.serializer import MSGPackSerializer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crypto.envelope import sign_envelope
 from crypto.identity import Identity

@@ -7,8 +7,8 @@ import time
 
 import psutil
 import pytest
-
 from conftest import make_manifest, run_cli
+
 from scenarios.processes import NodeProcess
 
 PERIOD = 1.0  # announce period for the test swarm; records live max(2 x period, skew=5s) = 5s

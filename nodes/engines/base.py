@@ -11,6 +11,7 @@ Two things are defined here, once, so that engines agree to the token and to the
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -68,6 +69,28 @@ class Engine(Protocol):
 
     def tokens_per_second(self) -> float:
         """Generated tokens / wall seconds of the last generate()."""
+
+
+class TimedGeneration:
+    """What both engines share: text prompts in, `generate_ids` does the work, tokens/s measured."""
+
+    _last_tps = 0.0
+
+    def encode(self, text: str, *, chat_template: bool = False) -> list[int]:
+        return encode_prompt(self.tokenizer, text, chat_template=chat_template)
+
+    def generate(self, prompts: list[str], n: int, params: SamplingParams, seed: int, *,
+                 chat_template: bool = False) -> list[list[Sample]]:
+        encoded = [self.encode(p, chat_template=chat_template) for p in prompts]
+        t0 = time.perf_counter()
+        groups = self.generate_ids(encoded, n, params, seed)
+        wall = time.perf_counter() - t0
+        produced = sum(len(s.completion_ids) for g in groups for s in g)
+        self._last_tps = produced / wall if wall > 0 else 0.0
+        return groups
+
+    def tokens_per_second(self) -> float:
+        return self._last_tps
 
 
 def encode_prompt(tokenizer, text: str, *, chat_template: bool = False) -> list[int]:

@@ -19,7 +19,6 @@ import collections
 import contextlib
 import ctypes
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from nodes.engines.base import (
     EngineError,
     Sample,
     SamplingParams,
-    encode_prompt,
+    TimedGeneration,
     sample_rows,
     sampling_uniforms,
     stop_token_ids,
@@ -71,7 +70,7 @@ def _hf_snapshot(repo_id: str) -> Path:
     return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model"]))
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(TimedGeneration):
     name = "llamacpp"
 
     def __init__(self, base: str, *, device: str = "auto", threads: int | None = None, n_ctx: int | None = None,
@@ -228,19 +227,6 @@ class LlamaCppEngine:
                 outs.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
         return outs
 
-    def encode(self, text: str, *, chat_template: bool = False) -> list[int]:
-        return encode_prompt(self.tokenizer, text, chat_template=chat_template)
-
-    def generate(self, prompts: list[str], n: int, params: SamplingParams, seed: int, *,
-                 chat_template: bool = False) -> list[list[Sample]]:
-        encoded = [self.encode(p, chat_template=chat_template) for p in prompts]
-        t0 = time.perf_counter()
-        groups = self.generate_ids(encoded, n, params, seed)
-        wall = time.perf_counter() - t0
-        produced = sum(len(s.completion_ids) for g in groups for s in g)
-        self._last_tps = produced / wall if wall > 0 else 0.0
-        return groups
-
     def generate_ids(self, prompt_ids: list[list[int]], n: int, params: SamplingParams, seed: int
                      ) -> list[list[Sample]]:
         if n < 1:
@@ -324,5 +310,3 @@ class LlamaCppEngine:
             out.append(lps)
         return out
 
-    def tokens_per_second(self) -> float:
-        return self._last_tps

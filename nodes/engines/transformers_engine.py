@@ -11,7 +11,6 @@ layout: the trainer reuses them to compute new log-probs and to re-check claimed
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from nodes.engines.base import (
     EngineError,
     Sample,
     SamplingParams,
-    encode_prompt,
+    TimedGeneration,
     sampling_uniforms,
     stop_token_ids,
 )
@@ -121,7 +120,7 @@ def score_completions(model, prompt_ids: list[list[int]], completion_ids: list[l
     return out
 
 
-class TransformersEngine:
+class TransformersEngine(TimedGeneration):
     name = "transformers"
 
     def __init__(self, base: str, *, device: str = "auto", threads: int | None = None, dtype: str = "float32"):
@@ -201,19 +200,6 @@ class TransformersEngine:
         return contextlib.nullcontext()
 
     # -- sampling -----------------------------------------------------------------------------
-    def encode(self, text: str, *, chat_template: bool = False) -> list[int]:
-        return encode_prompt(self.tokenizer, text, chat_template=chat_template)
-
-    def generate(self, prompts: list[str], n: int, params: SamplingParams, seed: int, *,
-                 chat_template: bool = False) -> list[list[Sample]]:
-        encoded = [self.encode(p, chat_template=chat_template) for p in prompts]
-        t0 = time.perf_counter()
-        groups = self.generate_ids(encoded, n, params, seed)
-        wall = time.perf_counter() - t0
-        produced = sum(len(s.completion_ids) for g in groups for s in g)
-        self._last_tps = produced / wall if wall > 0 else 0.0
-        return groups
-
     def generate_ids(self, prompt_ids: list[list[int]], n: int, params: SamplingParams, seed: int
                      ) -> list[list[Sample]]:
         import torch
@@ -271,5 +257,3 @@ class TransformersEngine:
         with self._adapter_scope():
             return score_completions(self.model, prompt_ids, completion_ids, temperature, self.pad_id)
 
-    def tokens_per_second(self) -> float:
-        return self._last_tps

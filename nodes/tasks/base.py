@@ -1,8 +1,9 @@
 """The Task interface and the registry that builds a task from the manifest's `task` table."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 
 class TaskError(ValueError):

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from nodes.models.tiny import ANSWER_MARK
 from nodes.tasks.base import Prompt, TaskError

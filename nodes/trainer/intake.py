@@ -13,16 +13,15 @@ from crypto.envelope import verify_envelope
 from crypto.errors import CryptoError
 from crypto.sealing import open_sealed
 from nodes.trajectory import ChunkError, ChunkLimits, TrajectoryChunk, chunk_digest, decode_chunk
+from swarm.errors import Rejection
 
 CHUNK_TYPE = "application/vnd.echo-swarm.trajectory-chunk"
 HONESTY_TOLERANCE = 0.05
 """Max |claimed - recomputed| token log-prob. Engines agree to ~1e-3 in f32; forgeries are far off."""
 
 
-class Rejected(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+class Rejected(Rejection):
+    """A chunk refused at the trainer's door."""
 
 
 @dataclass

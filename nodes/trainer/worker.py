@@ -18,8 +18,14 @@ import torch
 from nodes.adapter_store import AdapterStore
 from nodes.metrics import MetricsLog
 from nodes.trainer.checkpoint import load_checkpoint, save_checkpoint
-from nodes.trainer.intake import (Accepted, Rejected, check_honesty, check_staleness, open_chunk,
-                                  recompute_rewards)
+from nodes.trainer.intake import (
+    Accepted,
+    Rejected,
+    check_honesty,
+    check_staleness,
+    open_chunk,
+    recompute_rewards,
+)
 from nodes.trajectory import ChunkLimits
 from swarm.versions import AdapterVersion, sign_version
 
