@@ -21,7 +21,7 @@ def simulate(tmp_path: Path, scenario: str, steps: int) -> dict:
     return json.loads((out / "report" / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("scenario, max_lag", [("default.toml", 2)])  # sequential: see issue 3 note
+@pytest.mark.parametrize("scenario, max_lag", [("default.toml", 2), ("sequential.toml", 0)])
 def test_swarm_trains_and_accounts_for_every_chunk(tmp_path, scenario, max_lag):
     summary = simulate(tmp_path, scenario, steps=30)
     assert summary["done"] and summary["steps_done"] == 30
