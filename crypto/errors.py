@@ -24,7 +24,16 @@ class EnvelopeError(CryptoError):
 
 
 class SealError(CryptoError):
-    """A sealed blob does not open: not a recipient, tampered, truncated, unknown suite, wrong context."""
+    """A sealed blob does not open: not a recipient, tampered, truncated, unknown suite, wrong context.
+
+    ``reason`` is one short word a caller can count on without parsing the message: ``wrong_run``
+    (sealed for another run), ``oversize``, ``not_recipient``, ``tampered`` (authentication failed)
+    or ``malformed`` (framing, header, suite; also bad arguments to ``seal``).
+    """
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class CanonicalError(CryptoError):

@@ -180,7 +180,7 @@ def open_sealed(blob: bytes, recipient: Identity, *, run_id: str, max_size: int)
         raise SealError(f"a sealed blob is bytes, not {type(blob).__name__}")
     view = memoryview(blob).cast("B")
     if len(view) > max_size:
-        raise SealError(f"sealed blob is {len(view)} bytes, over the limit of {max_size}")
+        raise SealError(f"sealed blob is {len(view)} bytes, over the limit of {max_size}", "oversize")
     if len(view) < 9 or bytes(view[:4]) != MAGIC:
         raise SealError("not a sealed blob (bad magic or truncated)")
     if view[4] != VERSION:
@@ -193,12 +193,12 @@ def open_sealed(blob: bytes, recipient: Identity, *, run_id: str, max_size: int)
     doc = _parse_header(header)
     context = SealContext(**doc["context"])
     if context.run_id != run_id:
-        raise SealError(f"sealed for run_id {context.run_id!r}, expected run_id {run_id!r}")
+        raise SealError(f"sealed for run_id {context.run_id!r}, expected run_id {run_id!r}", "wrong_run")
     suite = doc["suite"]
     try:
         index = doc["recipients"].index(recipient.key_id)
     except ValueError:
-        raise SealError("not a recipient: this blob is not sealed to our key id") from None
+        raise SealError("not a recipient: this blob is not sealed to our key id", "not_recipient") from None
     wrap, wraps_start = None, pos
     for i in range(len(doc["recipients"])):
         if pos + 2 > len(view):
@@ -220,11 +220,12 @@ def open_sealed(blob: bytes, recipient: Identity, *, run_id: str, max_size: int)
     try:
         content_key = _HPKE[suite].decrypt(wrap, recipient.hpke_private_key(suite), ad)
     except (InvalidTag, ValueError):
-        raise SealError("content key does not unwrap: tampered, wrong context, or sealed to another key") from None
+        raise SealError("content key does not unwrap: tampered, wrong context, or sealed to another key",
+                        "tampered") from None
     if len(content_key) != _KEY_LEN:
         raise SealError("unwrapped content key has the wrong length")
     try:
         body = _AEADS[doc["aead"]](content_key).decrypt(_NONCE, view[pos:], ad + bytes(view[wraps_start:wraps_end]))
     except InvalidTag:
-        raise SealError("sealed body fails authentication: tampered or truncated") from None
+        raise SealError("sealed body fails authentication: tampered or truncated", "tampered") from None
     return Opened(context, body)

@@ -2,14 +2,19 @@
 
 Each version lives in `ADAPTERS/vN/` as a PEFT directory (`adapter_config.json`,
 `adapter_model.safetensors`, loadable with `PeftModel.from_pretrained`) plus the trainer's
-signed record `version.dsse`. The wire bundle is three length-prefixed parts:
-record envelope, config JSON, safetensors weights. A received version is used only if the
-record verifies against a current trainer's key, the weights match its digest, and it
-continues the chain we hold (higher version; the parent digest matches when we hold the parent).
+signed record `version.dsse`, and when the trainer made them: `gguf/adapter-f32.gguf` (the same
+adapter for llama.cpp, digest in the record) and `delta.bin` (the compressed exact delta from the
+parent version). A request names the version, the newest one the asker holds and whether it wants
+the GGUF; the reply bundle is length-prefixed parts: header (JSON: "full" or "delta" body, GGUF
+or not), record envelope, config JSON, body (weights or delta), [GGUF]. A received version is
+used only if the record verifies against a current trainer's key, the weights (as sent, or
+rebuilt from the delta) and the GGUF match its digests, and it continues the chain we hold
+(higher version; the parent digest matches when we hold the parent).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import threading
@@ -20,25 +25,29 @@ from swarm.versions import AdapterVersion, VersionError, verify_version
 
 MAX_BUNDLE_BYTES = 256 << 20
 WEIGHTS, CONFIG, RECORD = "adapter_model.safetensors", "adapter_config.json", "version.dsse"
+GGUF, DELTA = "gguf/adapter-f32.gguf", "delta.bin"
+MAX_PARTS = 5
 
 
-def pack_bundle(record: bytes, config: bytes, weights: bytes) -> bytes:
-    return b"".join(len(part).to_bytes(8, "big") + part for part in (record, config, weights))
+def pack_bundle(*parts: bytes) -> bytes:
+    return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
 
 
-def unpack_bundle(data: bytes) -> tuple[bytes, bytes, bytes]:
+def unpack_bundle(data: bytes) -> list[bytes]:
     parts, pos = [], 0
-    for _ in range(3):
-        if pos + 8 > len(data):
-            raise VersionError("format", "truncated adapter bundle")
+    while pos < len(data):
+        if len(parts) == MAX_PARTS or pos + 8 > len(data):
+            raise VersionError("format", "malformed adapter bundle")
         n = int.from_bytes(data[pos : pos + 8], "big")
         if pos + 8 + n > len(data):
             raise VersionError("format", "truncated adapter bundle")
         parts.append(data[pos + 8 : pos + 8 + n])
         pos += 8 + n
-    if pos != len(data):
-        raise VersionError("format", "trailing bytes after adapter bundle")
-    return parts[0], parts[1], parts[2]
+    return parts
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class AdapterStore:
@@ -56,16 +65,19 @@ class AdapterStore:
     def latest(self) -> AdapterVersion | None:
         return self.records[max(self.records)] if self.records else None
 
-    def put(self, record: AdapterVersion, envelope: bytes, config: bytes, weights: bytes) -> Path:
+    def put(self, record: AdapterVersion, envelope: bytes, config: bytes, weights: bytes, *,
+            gguf: bytes = b"", delta: bytes = b"") -> Path:
         """Store a version we already verified (or produced). Written tmp-then-rename."""
         out = self.path(record.version)
         with self._lock:
             if not out.exists():
                 tmp = self.root / f".v{record.version}.tmp{os.getpid()}"
                 shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir()
-                for name, data in ((WEIGHTS, weights), (CONFIG, config), (RECORD, envelope)):
-                    (tmp / name).write_bytes(data)
+                for name, data in ((WEIGHTS, weights), (CONFIG, config), (RECORD, envelope), (GGUF, gguf),
+                                   (DELTA, delta)):
+                    if data:
+                        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                        (tmp / name).write_bytes(data)
                 os.rename(tmp, out)
             self.records[record.version] = record
             for old in sorted(self.records)[: -self.keep]:
@@ -73,26 +85,71 @@ class AdapterStore:
                 del self.records[old]
         return out
 
-    def bundle(self, version: int) -> bytes | None:
-        p = self.path(version)
+    def load(self, trusted_keys: Mapping[str, bytes]) -> None:
+        """Re-read the versions kept on disk (a restarted node): each record must verify and match
+        its weights; anything else on disk is ignored."""
+        for p in self.root.glob("v*"):
+            try:
+                record = verify_version((p / RECORD).read_bytes(), trusted_keys=trusted_keys,
+                                        run_digest=self.run_digest)
+                if p.name == f"v{record.version}" and \
+                        hashlib.sha256((p / WEIGHTS).read_bytes()).hexdigest() == record.adapter_sha256:
+                    self.records[record.version] = record
+            except (OSError, VersionError):
+                continue
+
+    def bundle(self, version: int, have: int = -1, gguf: bool = False) -> bytes | None:
+        """Version `version` for a peer holding `have`: the delta when `have` is its parent."""
+        p, record = self.path(version), self.records.get(version)
+        if record is None:
+            return None
         try:
-            return pack_bundle((p / RECORD).read_bytes(), (p / CONFIG).read_bytes(), (p / WEIGHTS).read_bytes())
+            delta = (p / DELTA).read_bytes() if have == record.parent_version and (p / DELTA).is_file() else b""
+            body = delta or (p / WEIGHTS).read_bytes()
+            extra = [(p / GGUF).read_bytes()] if gguf and record.gguf_sha256 and (p / GGUF).is_file() else []
+            header = json.dumps({"body": "delta" if delta else "full", "gguf": bool(extra)}).encode()
+            return pack_bundle(header, (p / RECORD).read_bytes(), (p / CONFIG).read_bytes(), body, *extra)
         except OSError:
             return None
 
     def accept(self, data: bytes, *, want_version: int, trusted_keys: Mapping[str, bytes]) -> AdapterVersion:
         """Verify a bundle received from a peer and store it; VersionError says why not."""
-        envelope, config, weights = unpack_bundle(data)
+        parts = unpack_bundle(data)
+        try:
+            header = json.loads(parts[0])
+            kind, with_gguf = header["body"], header["gguf"]
+            envelope, config, body = parts[1:4]
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise VersionError("format", "malformed adapter bundle header") from None
+        if kind not in ("full", "delta") or len(parts) != 4 + bool(with_gguf):
+            raise VersionError("format", "adapter bundle parts do not match its header")
         record = verify_version(envelope, trusted_keys=trusted_keys, run_digest=self.run_digest)
         if record.version != want_version:
             raise VersionError("wrong_version", f"asked for v{want_version}, got v{record.version}")
-        if hashlib.sha256(weights).hexdigest() != record.adapter_sha256:
-            raise VersionError("digest", "adapter weights do not match the signed digest")
         held = self.latest()
         if held is not None and record.version <= held.version:
             raise VersionError("rollback", f"v{record.version} is not newer than v{held.version}")
         parent = self.records.get(record.parent_version)
         if parent is not None and parent.adapter_sha256 != record.parent_sha256:
             raise VersionError("fork", f"v{record.version} does not continue the v{parent.version} we hold")
-        self.put(record, envelope, config, weights)
+        weights = self._rebuild(record, body) if kind == "delta" else body
+        if _sha(weights) != record.adapter_sha256:
+            raise VersionError("digest", "adapter weights do not match the signed digest")
+        gguf = parts[4] if with_gguf else b""
+        if gguf and _sha(gguf) != record.gguf_sha256:
+            raise VersionError("digest", "GGUF adapter does not match the signed digest")
+        self.put(record, envelope, config, weights, gguf=gguf, delta=body if kind == "delta" else b"")
         return record
+
+    def _rebuild(self, record: AdapterVersion, delta: bytes) -> bytes:
+        """The weights of `record` from the parent we hold and a delta (exact, see adapters.py)."""
+        from nodes.trainer.adapters import AdapterError, adapter_bytes, load_version, unpack_delta
+
+        parent = self.records.get(record.parent_version)
+        if parent is None:
+            raise VersionError("format", f"got a delta against v{record.parent_version}, which we do not hold")
+        try:
+            tensors = load_version(self.path(parent.version), parent.adapter_sha256)
+            return adapter_bytes(unpack_delta(delta, tensors, parent.adapter_sha256, MAX_BUNDLE_BYTES))
+        except AdapterError as e:
+            raise VersionError("digest", f"delta: {e}") from None

@@ -24,17 +24,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-
-def completion_text(tokenizer, ids: list[int]) -> str:
-    """The text the verifier sees: tokens before the first EOS, specials NOT stripped.
-
-    Keeping specials means a completion with a stray <pad>/<bos> is simply wrong, instead of
-    being silently cleaned into a right answer.
-    """
-    eos = tokenizer.eos_token_id
-    if eos is not None and eos in ids:
-        ids = ids[: ids.index(eos)]
-    return tokenizer.decode(ids, skip_special_tokens=False)
+from nodes.tasks.base import completion_text
 
 
 def rollout_version(step: int, kappa: int, staleness: int) -> int:
@@ -55,6 +45,7 @@ def run_baseline(
     model_seed: int = 0,
     base_dir: str | Path | None = None,
     task: str = "sort-digits",
+    task_options: dict | None = None,
     temperature: float = 1.0,
     max_new_tokens: int = 7,
     threads: int | None = None,
@@ -86,12 +77,12 @@ def run_baseline(
     if cfg.temperature != temperature:
         raise ValueError("policy temperature must equal the sampling temperature")
     base_dir = Path(base_dir) if base_dir is not None else tiny_model_dir(model_seed)
-    the_task = make_task(task)
+    the_task = make_task(task, task_options or {})
     prompt_stream = the_task.prompts(seed)
     policy = Policy(base_dir, config=cfg, seed=seed)
     engine = make_engine("transformers", str(base_dir))
     params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
-    held_out = make_task(task).prompts(seed + 7_777_777)  # a stream the training prompts never use
+    held_out = make_task(task, task_options or {}).prompts(seed + 7_777_777)  # a stream the training prompts never use
     eval_set = [next(held_out).text for _ in range(eval_prompts)] if eval_every else []
     greedy = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
     sink, close = _open_sink(out)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 
@@ -72,11 +74,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="trainer steps (overrides the scenario's)")
     s.add_argument("--timeout", type=float, default=None, help="seconds before the run is stopped")
     s.add_argument("--quiet", action="store_true", help="plain progress lines instead of the live table")
+
+    s = sub.add_parser("baseline", help="the co-located reference: the same RL run in one process, no swarm")
+    s.add_argument("scenario", nargs="?", default=None, help="scenario TOML whose settings to use (default: default)")
+    s.add_argument("--run", default=None, metavar="MANIFEST", help="use a signed run manifest's settings instead")
+    s.add_argument("--steps", type=int, default=None, help="steps (default: the run's)")
+    s.add_argument("--staleness", type=int, default=0, help="rollouts lag this many versions (default 0)")
+    s.add_argument("--out", default=None, help="JSON lines file, one record per step (default runs/baseline-*.jsonl)")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     return p
+
+
+def quiet_libraries() -> None:
+    """Our progress lines only: no weight-loading bars or deprecation notes from transformers."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries()
     module = importlib.import_module(f"nodes.commands.{args.command}")
     try:
         return int(module.run(args) or 0)

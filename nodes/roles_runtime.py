@@ -32,8 +32,10 @@ class RoleRuntime:
         self._switch = threading.Lock()
         self.transport = Transport(node.membership.dht)
         ns = node.signed.namespace
-        self.transport.serve(f"{ns}/chunks", self._on_chunk, max_request=MAX_CHUNK_REQUEST)
+        self.transport.serve(f"{ns}/chunks", self._on_chunk, max_request=MAX_CHUNK_REQUEST,
+                             on_refused=self._on_chunk_refused)
         self.transport.serve(f"{ns}/adapter", self._on_adapter_request, max_request=1024)
+        self.transport.serve(f"{ns}/status", self._on_status, max_request=1024)
         node.on_role_change = self.on_role_change
 
     def _on_chunk(self, remote: str, blob: bytes) -> bytes:
@@ -42,13 +44,29 @@ class RoleRuntime:
             return json.dumps({"ok": False, "reason": "not_trainer", "need": 0}).encode()
         return worker.handle_chunk(remote, blob)
 
+    def _on_chunk_refused(self, remote: str, reason: str, detail: str) -> None:
+        """A chunk request the transport dropped unread (oversize): the trainer counts it too."""
+        worker = self.worker
+        if worker is not None and hasattr(worker, "count_rejection"):
+            from nodes.trainer.intake import Rejected
+
+            worker.count_rejection(remote, Rejected(reason, detail))
+
+    def _on_status(self, remote: str, request: bytes) -> bytes:
+        worker = self.worker
+        if worker is None or not hasattr(worker, "status"):
+            return json.dumps({"ok": False, "reason": "not_trainer", "need": 0}).encode()
+        return worker.status()
+
     def _on_adapter_request(self, remote: str, request: bytes) -> bytes:
+        """{"version": v, "have": newest version the asker holds, "gguf": wants the GGUF adapter}."""
         try:
-            version = json.loads(request)["version"]
-            bundle = self.store.bundle(int(version)) if isinstance(version, int) else None
-        except (ValueError, KeyError, TypeError):
-            bundle = None
-        return bundle or b""
+            ask = json.loads(request)
+            version, have, gguf = ask["version"], ask.get("have", -1), ask.get("gguf", False)
+            valid = isinstance(version, int) and isinstance(have, int) and isinstance(gguf, bool)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            valid = False
+        return (self.store.bundle(version, have, gguf) if valid else None) or b""
 
     def on_role_change(self, old: str, new: str) -> None:
         """Switch workers off the announce thread: loading a model must not delay our record."""

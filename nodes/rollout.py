@@ -26,6 +26,10 @@ log = logging.getLogger("echo_swarm.rollout")
 CHUNK_TYPE = "application/vnd.echo-swarm.trajectory-chunk"
 PROMPTS_PER_CHUNK = 4
 SPOOL_LIMIT = 64
+POLL_S = 0.05
+"""How long a rollout waits before asking again when the trainer has enough data."""
+SPOOL_FULL_WAIT_S = 1.0
+"""How long a rollout waits before asking again when the trainer has enough data."""
 
 
 def trainer_keys(node) -> dict[str, bytes]:
@@ -35,20 +39,33 @@ def trainer_keys(node) -> dict[str, bytes]:
             if r.role == "trainer" and m.trainer_allowed(r.key_id)}
 
 
-def fetch_version(node, transport, store: AdapterStore, version: int) -> bool:
-    """Get `version` from any peer that holds it, trainers first; verify before keeping it."""
-    holders = sorted((r for r in node.view.records if r.peer_id != node.peer_id and r.adapter_version >= version),
-                     key=lambda r: (r.role != "trainer", r.peer_id))
-    for peer in holders:
+def fetch_version(node, transport, store: AdapterStore, version: int, first: str | None = None,
+                  gguf: bool = False) -> bool:
+    """Get `version` from `first` (the trainer that told us of it) or any peer whose record says it
+    holds it, trainers first; verify before keeping it. Records lag by up to an announce period,
+    so the peer that just named the version is asked before them."""
+    holders = sorted((r.peer_id for r in node.view.records if r.peer_id not in (node.peer_id, first)
+                      and r.adapter_version >= version), key=lambda p: (p not in trainer_peers(node), p))
+    for peer in ([first] if first else []) + holders:
         try:
-            data = transport.request(peer.peer_id, f"{node.signed.namespace}/adapter",
-                                     json.dumps({"version": version}).encode(), max_response=MAX_BUNDLE_BYTES,
+            data = transport.request(peer, f"{node.signed.namespace}/adapter",
+                                     fetch_request(store, version, gguf), max_response=MAX_BUNDLE_BYTES,
                                      timeout=30)
             store.accept(data, want_version=version, trusted_keys=trainer_keys(node))
             return True
         except (TransportError, VersionError) as e:
-            log.warning("adapter v%d from %s refused: %s", version, peer.peer_id[-8:], e)
+            log.warning("adapter v%d from %s refused: %s", version, peer[-8:], e)
     return False
+
+
+def fetch_request(store: AdapterStore, version: int, gguf: bool) -> bytes:
+    """Ask for `version`; naming the version we hold lets the peer send just the delta."""
+    held = store.latest()
+    return json.dumps({"version": version, "have": held.version if held else -1, "gguf": gguf}).encode()
+
+
+def trainer_peers(node) -> set[str]:
+    return {r.peer_id for r in node.view.records if r.role == "trainer"}
 
 
 class RolloutWorker:
@@ -69,9 +86,9 @@ class RolloutWorker:
         self.spool.mkdir(exist_ok=True)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="rollout", daemon=True)
-        self.need = 1
         self.counter = 0
-        self.reply_version = -1  # the trainer's version as of its last reply: fresher than its DHT record
+        self.need = 1  # groups the trainer can still use, as of its last reply
+        self.told: tuple[int, str | None] = (-1, None)  # (trainer's version, its peer id) as of its last reply
 
     def start(self) -> None:
         self.thread.start()
@@ -84,30 +101,28 @@ class RolloutWorker:
         while not self.stop_event.is_set():
             try:
                 if not self._once():
-                    self.stop_event.wait(0.3)
+                    self.stop_event.wait(POLL_S)
             except Exception:
                 log.exception("rollout iteration failed; retrying")
                 self.stop_event.wait(1.0)
 
     def _once(self) -> bool:
-        m = self.node.signed.manifest
+        """One chunk if the trainer can use one; False when there is nothing to do yet."""
+        sequential = self.node.signed.manifest.sync.mode == "sequential"
         trainers = [r for r in self.node.view.records if r.role == "trainer" and r.peer_id != self.node.peer_id]
-        newest = max([r.extra.get("version", -1) for r in trainers] + [self.reply_version])
-        held = self.store.latest()
-        if newest > (held.version if held else -1) and fetch_version(self.node, self.transport, self.store, newest):
-            held = self.store.latest()
-            self.engine.set_adapter(held.version, self.store.path(held.version))
-            self.node.adapter_version = held.version
-            self.need = 1  # a new version opens a new step: the trainer needs groups again
-            log.info("now generating with adapter v%d", held.version)
+        if trainers and self.need <= 0:
+            self._ask_status(trainers)
+        held = self._adopt_newest(trainers)
         if held is None:
             return False
         if trainers and self._flush_spool(trainers) is False:
             return False
-        if m.sync.mode == "sequential" and (newest != held.version or self.need <= 0):
-            if newest != held.version:
-                self.need = 1
-            return False
+        if trainers and sequential and self.told[0] != held.version:
+            self.need = 0  # on-policy: generate only with the version the trainer trains; ask it again
+        if trainers and self.need <= 0:
+            return False  # the trainer has enough for now
+        if len(list(self.spool.glob("*.chunk"))) >= SPOOL_LIMIT:
+            self.stop_event.wait(SPOOL_FULL_WAIT_S)  # no trainer for a while: refresh the spool slowly
         envelope, samples, tokens, gen_s = self._generate(held.version)
         sent = self._send(envelope, trainers) if trainers else False
         if not sent:
@@ -115,6 +130,39 @@ class RolloutWorker:
         self.metrics.write("chunk", version=held.version, samples=samples, tokens=tokens, gen_s=gen_s,
                            engine=self.engine.name, sent=sent)
         return True
+
+    def _adopt_newest(self, trainers):
+        """Switch the engine to the newest version a trainer announced (reply or DHT record)."""
+        held = self.store.latest()
+        newest = max([r.extra.get("version", -1) for r in trainers] + [self.told[0]])
+        if newest > (held.version if held else -1) and fetch_version(
+                self.node, self.transport, self.store, newest, first=self.told[1],
+                gguf=self.engine.name == "llamacpp"):
+            held = self.store.latest()
+            self.engine.set_adapter(held.version, self.store.path(held.version))
+            self.node.adapter_version = held.version
+            log.info("now generating with adapter v%d", held.version)
+        return held
+
+    def _round_robin(self, trainers) -> list:
+        k = self.counter % len(trainers)
+        return trainers[k:] + trainers[:k]
+
+    def _on_reply(self, reply: dict, peer_id: str) -> None:
+        self.need = int(reply.get("need", 1))
+        self.told = (int(reply.get("version", -1)), peer_id)
+
+    def _ask_status(self, trainers) -> None:
+        """Pull the trainer's version and how many groups it can use: a tiny request, so rollouts
+        can wait for demand without generating chunks that would only go stale."""
+        for trainer in self._round_robin(trainers):
+            try:
+                reply = self.transport.request(trainer.peer_id, f"{self.node.signed.namespace}/status", b"{}",
+                                               max_response=4096, timeout=10)
+                self._on_reply(json.loads(reply), trainer.peer_id)
+                return
+            except (TransportError, ValueError) as e:
+                log.info("no status from trainer %s: %s", trainer.peer_id[-8:], e)
 
     def _generate(self, version: int) -> tuple[bytes, int, int, float]:
         from nodes.engines.base import SamplingParams
@@ -141,15 +189,17 @@ class RolloutWorker:
         recipients = {r.key_id: bytes.fromhex(r.hpke_keys["x25519"]) for r in trainers if "x25519" in r.hpke_keys}
         context = SealContext(self.node.signed.manifest.run.id, self.node.identity.key_id, new_chunk_id())
         blob = seal(envelope, recipients, context)
-        for trainer in trainers[self.counter % len(trainers):] + trainers[: self.counter % len(trainers)]:
+        for trainer in self._round_robin(trainers):
             try:
                 reply = json.loads(self.transport.request(trainer.peer_id, f"{self.node.signed.namespace}/chunks",
                                                           blob, max_response=4096, timeout=30))
             except (TransportError, ValueError) as e:
                 log.info("could not deliver to trainer %s: %s", trainer.peer_id[-8:], e)
                 continue
-            self.need = int(reply.get("need", 1))
-            self.reply_version = int(reply.get("version", -1))
+            if reply.get("reason") == "not_trainer":  # e.g. restarting, still loading: not delivered, keep it
+                log.info("trainer %s is not taking chunks yet", trainer.peer_id[-8:])
+                continue
+            self._on_reply(reply, trainer.peer_id)
             if not reply.get("ok"):
                 log.info("trainer refused our chunk: %s", reply.get("reason"))
             return True  # delivered; a refusal (e.g. stale) is final, resending would not help

@@ -1,7 +1,7 @@
 """Launching and stopping real `swarm node` processes (used by the simulator and the tests).
 
 Each node runs in its own process group, so stopping it reaches its DHT child, p2pd and
-watchdog too: SIGTERM to the group, then SIGKILL after a grace period. Nothing is ever killed
+watchdog too: SIGTERM to the node, then to the group, then SIGKILL after a grace period. Nothing is ever killed
 by name.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ class NodeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stdout_path = self.workdir / "node.out"
         self.stderr_path = self.workdir / "node.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "ECHO_SWARM_EXIT_WITH_LAUNCHER": "1", **self.env}
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 swarm_command("node", "--workdir", str(self.workdir), *self.args),
@@ -81,15 +81,18 @@ class NodeProcess:
             self.proc.wait()
 
     def stop(self, grace: float = 10.0) -> int | None:
-        """SIGTERM the node's process group, wait, then SIGKILL whatever is left of it."""
+        """SIGTERM the node alone, so it shuts its DHT child and p2pd down in order; then SIGTERM
+        its process group and finally SIGKILL whatever is left of it."""
         if self.proc is None:
             return None
         pgid = self.proc.pid  # start_new_session: the group id is the node's pid
-        _signal_group(pgid, signal.SIGTERM)
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             pass
+        _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while _group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.2)

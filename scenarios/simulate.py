@@ -31,11 +31,23 @@ QUIET_EVERY_S = 15.0
 EXIT_CODES = {"done": 0, "timeout": 1, "node_exited": 1, "interrupted": 130}
 
 
+def scenario_manifest(scenario: Scenario, owner):
+    """The run manifest a scenario stands for, built by the same code as `swarm init`."""
+    from nodes.cli import build_parser
+    from nodes.commands.init import build_manifest
+
+    s = scenario.settings
+    argv = ["init", "--out", "-", "--owner-key", "-", "--run-id", s.name,
+            "--task", s.task, "--base", s.base, "--mode", s.mode, "--staleness", str(s.staleness),
+            "--publish-every", str(s.publish_every), "--steps", str(s.steps),
+            "--trainer-slots", str(scenario.trainer_slots), "--announce-period", str(s.announce_period_s),
+            "--seed", str(s.seed)]
+    return build_manifest(build_parser().parse_args(argv), owner)
+
+
 def prepare(scenario: Scenario, out: Path) -> tuple[Path, dict]:
     """Fresh out dir, keys, and the manifest signed by the same code as `swarm init`."""
     from crypto.identity import Identity
-    from nodes.cli import build_parser
-    from nodes.commands.init import build_manifest
     from swarm.manifest import load_manifest, sign_manifest, write_manifest
 
     if out.exists() and any(out.iterdir()):
@@ -47,14 +59,8 @@ def prepare(scenario: Scenario, out: Path) -> tuple[Path, dict]:
     owner.save(out / "keys" / "owner.key")
     for spec in scenario.nodes:
         Identity.generate().save(out / "keys" / f"{spec.name}.key")
-    s, run = scenario.settings, out / "run.toml"
-    argv = ["init", "--out", str(run), "--owner-key", str(out / "keys" / "owner.key"), "--run-id", s.name,
-            "--task", s.task, "--base", s.base, "--mode", s.mode, "--staleness", str(s.staleness),
-            "--publish-every", str(s.publish_every), "--steps", str(s.steps),
-            "--trainer-slots", str(scenario.trainer_slots), "--announce-period", str(s.announce_period_s),
-            "--seed", str(s.seed)]
-    manifest = build_manifest(build_parser().parse_args(argv), owner)
-    write_manifest(sign_manifest(manifest, owner), run)
+    run = out / "run.toml"
+    write_manifest(sign_manifest(scenario_manifest(scenario, owner), owner), run)
     grpo = load_manifest(run).manifest.grpo  # exactly what the nodes will verify and read
     return run, {"prompts_per_step": grpo.prompts_per_step, "group_size": grpo.group_size,
                  "max_new_tokens": grpo.max_new_tokens}

@@ -23,13 +23,18 @@ class TransportError(RuntimeError):
     """A call failed: unreachable peer, timeout, refused or oversized response."""
 
 
+class FrameTooLarge(TransportError):
+    """A frame announced a length over the limit; it was not read."""
+
+
 Handler = Callable[[str, bytes], bytes]  # (remote peer id, request) -> response
+OnRefused = Callable[[str, str, str], None]  # (remote peer id, reason, detail): a request refused before its handler
 
 
 async def _read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:
     length = int.from_bytes(await reader.readexactly(HEADER), "big")
     if length > limit:
-        raise TransportError(f"frame of {length} bytes exceeds the limit of {limit}")
+        raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {limit}")
     return await reader.readexactly(length)
 
 
@@ -42,7 +47,7 @@ async def _write_frame(writer: asyncio.StreamWriter, data: bytes) -> None:
 class Transport:
     """Owns an event loop thread and a replica of the DHT's P2P daemon connection."""
 
-    def __init__(self, dht, workers: int = 2):
+    def __init__(self, dht, workers: int = 4):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="transport", daemon=True)
         self._thread.start()
@@ -52,15 +57,20 @@ class Transport:
     def _run(self, coro, timeout: float):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def serve(self, name: str, handler: Handler, *, max_request: int, timeout: float = 60.0) -> None:
+    def serve(self, name: str, handler: Handler, *, max_request: int, timeout: float = 60.0,
+              on_refused: OnRefused | None = None) -> None:
+        """Answer `name` requests with `handler`. An oversized request is dropped unread (no reply)
+        and reported to `on_refused` with reason "oversize", so the service can count it."""
         async def on_stream(info, reader, writer):
             remote = str(info.peer_id)
             try:
                 request = await asyncio.wait_for(_read_frame(reader, max_request), timeout)
                 response = await self._loop.run_in_executor(self._pool, handler, remote, request)
                 await asyncio.wait_for(_write_frame(writer, response), timeout)
-            except TransportError as e:
+            except FrameTooLarge as e:
                 log.warning("%s from %s refused: %s", name, remote[-8:], e)
+                if on_refused is not None:
+                    on_refused(remote, "oversize", str(e))
             except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
                 log.info("%s from %s broke off: %r", name, remote[-8:], e)
             except Exception:  # a handler bug must not kill the server
@@ -91,6 +101,10 @@ class Transport:
             raise TransportError(f"{name} to {peer_id[-8:]} failed: {e!r}") from None
 
     def close(self) -> None:
+        try:  # closes our client connection to p2pd (and its socket file); the daemon is the DHT's
+            self._run(self.p2p.shutdown(), timeout=5)
+        except Exception as e:
+            log.debug("p2p client shutdown: %r", e)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)

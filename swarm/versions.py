@@ -35,6 +35,8 @@ class AdapterVersion:
     chunks: tuple
     """sha256 of every trajectory chunk consumed since the parent version."""
     created_at: float
+    gguf_sha256: str = ""
+    """sha256 of the same adapter as a GGUF LoRA file for llama.cpp nodes; "" if not exported."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -63,6 +65,7 @@ def verify_version(envelope: bytes, *, trusted_keys: Mapping[str, bytes], run_di
                 for k in ("version", "step", "parent_version"))
             and all(HEX64.match(c) for c in record.chunks)
             and HEX64.match(record.adapter_sha256)
+            and (record.gguf_sha256 == "" or HEX64.match(record.gguf_sha256))
             and isinstance(record.created_at, (int, float))
         )
     except (TypeError, ValueError):

@@ -1,6 +1,7 @@
 """The `swarm` CLI as a user meets it: fast help, one-line errors that name the fix."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -54,3 +55,21 @@ def test_unreachable_initial_peer_is_a_clear_error_not_a_hang(tmp_path, owner):
     result = run_cli("peers", "--run", str(run), "--initial-peers", bogus, "--timeout", "5", timeout=90)
     assert result.returncode == 2
     assert "could not join the swarm" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_baseline_runs_a_manifests_settings_in_one_process(tmp_path, owner):
+    run = make_manifest(tmp_path, owner[1], "--steps", "2", "--seed", "3")
+    out = tmp_path / "curve.jsonl"
+    result = run_cli("baseline", "--run", str(run), "--out", str(out), timeout=300)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1] and all(0 <= r["reward"] <= 1 for r in records)
+    assert "seed 3" in result.stdout and f"per-step records: {out}" in result.stdout
+    assert "Loading weights" not in result.stderr  # our progress lines, not the libraries'
+
+
+def test_baseline_errors_name_the_fix(tmp_path):
+    missing = run_cli("baseline", "--run", str(tmp_path / "none.toml"))
+    assert missing.returncode == 2 and "swarm init" in missing.stderr and "Traceback" not in missing.stderr
+    both = run_cli("baseline", "x.toml", "--run", "y.toml")
+    assert both.returncode == 2 and "not both" in both.stderr

@@ -73,8 +73,9 @@ def test_body_encrypted_once_and_sealing_is_randomized() -> None:
 @pytest.mark.parametrize("suite", HPKE_SUITES)
 def test_not_a_recipient(suite: str) -> None:
     blob = seal(b"secret", to(TRAINER1, suite=suite), CTX, suite)
-    with pytest.raises(SealError, match="not a recipient"):
+    with pytest.raises(SealError, match="not a recipient") as e:
         open_(blob, OUTSIDER)
+    assert e.value.reason == "not_recipient"
 
 
 @pytest.mark.parametrize("suite", HPKE_SUITES)
@@ -87,8 +88,9 @@ def test_wrong_key_under_a_recipients_key_id(suite: str) -> None:
 
 def test_wrong_run_id() -> None:
     blob = seal(b"secret", to(TRAINER1), CTX)
-    with pytest.raises(SealError, match="expected run_id 'run-2'"):
+    with pytest.raises(SealError, match="expected run_id 'run-2'") as e:
         open_(blob, run_id="run-2")
+    assert e.value.reason == "wrong_run"  # callers count this without parsing the message
 
 
 @pytest.mark.parametrize("suite", HPKE_SUITES)
@@ -104,8 +106,9 @@ def test_every_truncation_and_trailing_bytes(suite: str) -> None:
 def test_oversized_checked_first() -> None:
     blob = seal(b"x" * 1000, to(TRAINER1), CTX)
     assert open_(blob, max_size=len(blob)).body == b"x" * 1000
-    with pytest.raises(SealError, match="over the limit"):
+    with pytest.raises(SealError, match="over the limit") as e:
         open_(blob, max_size=len(blob) - 1)
+    assert e.value.reason == "oversize"
     with pytest.raises(SealError, match="over the limit"):
         open_(b"\xff" * 100, max_size=99)
 
@@ -116,8 +119,9 @@ def test_unknown_suite() -> None:
     blob = seal(b"x", to(TRAINER1), CTX)
     header = parse_json(split(blob)[1], max_size=LIMIT)
     header["suite"] = "x448"
-    with pytest.raises(SealError, match="unknown suite"):
+    with pytest.raises(SealError, match="unknown suite") as e:
         open_(with_header(blob, canonical_json(header)))
+    assert e.value.reason == "malformed"
 
 
 def test_unknown_aead_and_version() -> None:
@@ -155,8 +159,9 @@ def test_mix_and_match_wraps_and_bodies() -> None:
     """Parts of two blobs with the same header bytes do not combine: each content key is fresh."""
     a, b = seal(b"body A", to(TRAINER1), CTX), seal(b"body B", to(TRAINER1), CTX)
     cut = len(a) - (len(b"body A") + 16)
-    with pytest.raises(SealError, match="fails authentication"):
+    with pytest.raises(SealError, match="fails authentication") as e:
         open_(a[:cut] + b[cut:])
+    assert e.value.reason == "tampered"
 
 
 def test_recipient_list_cannot_be_edited() -> None:

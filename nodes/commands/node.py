@@ -51,6 +51,8 @@ def run(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if os.environ.get(EXIT_WITH_LAUNCHER) == "1":
+        _stop_when_orphaned(stop)
 
     from nodes.node import Node, NodeOptions
     from nodes.speed import decode_speed
@@ -88,3 +90,19 @@ def run(args) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+EXIT_WITH_LAUNCHER = "ECHO_SWARM_EXIT_WITH_LAUNCHER"
+"""Set by `swarm simulate` (and tests): a node whose launcher died, even by SIGKILL, leaves too."""
+
+
+def _stop_when_orphaned(stop: threading.Event) -> None:
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != launcher:  # re-parented: the launcher is gone
+                logging.getLogger("echo_swarm.node").warning("launcher %d exited; leaving the swarm", launcher)
+                stop.set()
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()

@@ -475,3 +475,17 @@ def ensure_lora_gguf(peft_dir: Path | str, n_head: int, n_head_kv: int, out: Pat
         except (ValueError, OSError):
             pass
     return export_lora_gguf(peft_dir, out, n_head, n_head_kv)
+
+
+def lora_gguf_bytes(config_json: bytes, weights: bytes, hf_base_dir: Path | str) -> bytes:
+    """The GGUF LoRA file of an adapter given as PEFT config + weights, for an HF base dir (what a
+    trainer publishes alongside each version, so llama.cpp nodes need not convert it)."""
+    import tempfile
+
+    base = json.loads((Path(hf_base_dir) / "config.json").read_text())
+    n_head = int(base["num_attention_heads"])
+    with tempfile.TemporaryDirectory(prefix="echo-lora-") as tmp:
+        (Path(tmp) / "adapter_config.json").write_bytes(config_json)
+        (Path(tmp) / "adapter_model.safetensors").write_bytes(weights)
+        out = export_lora_gguf(tmp, Path(tmp) / "adapter.gguf", n_head, int(base.get("num_key_value_heads", n_head)))
+        return out.read_bytes()

@@ -27,6 +27,18 @@ class Task(Protocol):
         """Score a completion of `prompt`; the trainer recomputes this and never trusts a claim."""
 
 
+def completion_text(tokenizer, ids: list[int]) -> str:
+    """The text the verifier sees: tokens before the first EOS, specials NOT stripped.
+
+    Keeping specials means a completion with a stray <pad>/<bos> is simply wrong, instead of
+    being silently cleaned into a right answer.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is not None and eos in ids:
+        ids = ids[: ids.index(eos)]
+    return tokenizer.decode(ids, skip_special_tokens=False)
+
+
 def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
     options = dict(options or {})
     if name == "sort-digits":

@@ -176,3 +176,50 @@ def decode_delta(data: bytes, parent: dict[str, torch.Tensor], parent_sha256: st
     if sha256_hex(adapter_bytes(child)) != meta.get("child_sha256"):
         raise AdapterError("rebuilt adapter does not match the delta's child digest")
     return child
+
+
+# -- deltas on the wire ----------------------------------------------------------------------------
+# XOR bits of consecutive versions share sign, exponent and high mantissa bytes. Grouping the k-th
+# byte of every 4-byte word together before zlib lets it find those runs: measured on the tiny
+# model's adapters, 0.74 of the full weights' size (zlib of the plain XOR: 0.84; of the weights: 0.93).
+
+def _shuffle4(data: bytes) -> bytes:
+    import numpy as np
+
+    pad = -len(data) % 4
+    words = np.frombuffer(data + b"\0" * pad, dtype=np.uint8).reshape(-1, 4)
+    return pad.to_bytes(1, "big") + words.T.tobytes()
+
+
+def _unshuffle4(data: bytes) -> bytes:
+    import numpy as np
+
+    pad, body = data[0], data[1:]
+    if pad > 3 or len(body) % 4:
+        raise AdapterError("delta: bad byte-shuffle framing")
+    out = np.frombuffer(body, dtype=np.uint8).reshape(4, -1).T.tobytes()
+    return out[: len(out) - pad]
+
+
+def pack_delta(parent: dict[str, torch.Tensor], child: dict[str, torch.Tensor], parent_sha256: str,
+               child_sha256: str) -> bytes:
+    """The compressed wire form of the exact delta from ``parent`` to ``child``."""
+    import zlib
+
+    return zlib.compress(_shuffle4(encode_delta(adapter_delta(parent, child), parent_sha256, child_sha256)), 6)
+
+
+def unpack_delta(data: bytes, parent: dict[str, torch.Tensor], parent_sha256: str, max_size: int
+                 ) -> dict[str, torch.Tensor]:
+    """Rebuild the child from ``parent`` and :func:`pack_delta` bytes; never inflates past
+    ``max_size`` (a peer's compressed bytes could otherwise expand without bound)."""
+    import zlib
+
+    inflate = zlib.decompressobj()
+    try:
+        raw = inflate.decompress(data, max_size + 1)
+    except zlib.error as exc:
+        raise AdapterError(f"delta: {exc}") from None
+    if len(raw) > max_size or inflate.unconsumed_tail or not inflate.eof:
+        raise AdapterError("delta: truncated, or larger than the limit when inflated")
+    return decode_delta(_unshuffle4(raw), parent, parent_sha256)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crypto.envelope import verify_envelope
-from crypto.errors import CryptoError
+from crypto.errors import CryptoError, SealError
 from crypto.sealing import open_sealed
+from nodes.tasks.base import completion_text
 from nodes.trajectory import ChunkError, ChunkLimits, TrajectoryChunk, chunk_digest, decode_chunk
 from swarm.errors import Rejection
 
@@ -40,7 +41,7 @@ def open_chunk(blob: bytes, *, identity, run_id: str, members: dict[str, bytes],
     try:
         opened = open_sealed(blob, identity, run_id=run_id, max_size=limits.max_bytes + 64 * 1024)
     except CryptoError as e:
-        reason = "wrong_run" if "run" in str(e) and "run_id" in str(e) else "sealed"
+        reason = e.reason if isinstance(e, SealError) and e.reason in ("wrong_run", "oversize") else "sealed"
         raise Rejected(reason, str(e)) from None
     sender = opened.context.sender_key_id
     if sender not in members:
@@ -77,10 +78,13 @@ def check_honesty(chunk: TrajectoryChunk, recomputed: list[list[float]]) -> None
 
 
 def recompute_rewards(chunk: TrajectoryChunk, tokenizer, task) -> list[list[float]]:
-    """Never trust a reported reward: decode the ids and run the task's verifier here."""
+    """Never trust a reported reward: decode the ids and run the task's verifier here.
+
+    A completion is scored on its text up to the first EOS with other special tokens kept, so
+    "1<pad>2<eos>3" reads "1<pad>2", not a cleaned-up "123".
+    """
     rewards = []
     for group in chunk.groups:
         prompt = tokenizer.decode(list(group.prompt_ids), skip_special_tokens=True)
-        rewards.append([task.reward(prompt, tokenizer.decode(list(c), skip_special_tokens=True))
-                        for c in group.completions])
+        rewards.append([task.reward(prompt, completion_text(tokenizer, list(c))) for c in group.completions])
     return rewards

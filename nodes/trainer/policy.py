@@ -34,6 +34,13 @@ class PolicyConfig:
     temperature: float = 1.0
     """The sampling temperature: log-probs are of softmax(logits / T), as the engines record them."""
 
+    @classmethod
+    def from_manifest(cls, m) -> PolicyConfig:
+        """The LoRA and GRPO settings of a run manifest (what every trainer of the run uses)."""
+        return cls(r=m.lora.r, alpha=m.lora.alpha, targets=tuple(m.lora.targets), lr=m.grpo.lr,
+                   grad_clip=m.grpo.grad_clip, clip=m.grpo.clip, kl_coef=m.grpo.kl_coef,
+                   temperature=m.grpo.temperature)
+
     def __post_init__(self) -> None:
         if self.r < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0 or not self.targets:
             raise ValueError("LoRA needs r >= 1, alpha > 0, 0 <= dropout < 1 and some target modules")

@@ -6,8 +6,10 @@ buffered` at all times, and each accounting line in metrics.jsonl shows it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import threading
 import time
 from collections import Counter, deque
@@ -30,6 +32,7 @@ from nodes.trajectory import ChunkLimits
 from swarm.versions import AdapterVersion, sign_version
 
 log = logging.getLogger("echo_swarm.trainer")
+ASYNC_LOOKAHEAD_STEPS = 1
 
 
 class TrainerWorker:
@@ -43,18 +46,26 @@ class TrainerWorker:
         m = node.signed.manifest
         self.node, self.transport, self.store, self.metrics, self.m = node, transport, store, metrics, m
         base = resolve_base(m.model.base, m.model.sha256)
-        config = PolicyConfig(r=m.lora.r, alpha=m.lora.alpha, targets=tuple(m.lora.targets), lr=m.grpo.lr,
-                              grad_clip=m.grpo.grad_clip, clip=m.grpo.clip, kl_coef=m.grpo.kl_coef,
-                              temperature=m.grpo.temperature)
+        self.base_dir, self.gguf_unsupported = base, False
+        config = PolicyConfig.from_manifest(m)
         self.policy = Policy(base, config, seed=m.run.seed, threads=threads)
+        # A second copy of the model for the honesty check, so scoring a chunk never waits for
+        # (or stalls) a training step: intake overlaps with training. Costs one more base model
+        # in memory; `scored_version` avoids reloading adapter tensors for every chunk.
+        self.scorer = Policy(base, config, seed=m.run.seed, threads=threads)
+        self.scored_version: int | None = None
+        self.score_lock = threading.Lock()
         self.tokenizer = AutoTokenizer.from_pretrained(base)
         self.task = make_task(m.task.name, m.task.options)
-        self.limits = ChunkLimits(vocab_size=self.policy.vocab_size)
-        self.lock = threading.RLock()  # the policy is shared by intake (scoring) and training
+        eos = self.tokenizer.eos_token_id  # tokens after EOS would be trained on, never scored: refuse them
+        self.limits = ChunkLimits(vocab_size=self.policy.vocab_size,
+                                  stop_ids=frozenset() if eos is None else frozenset({eos}))
         self.ready = threading.Condition()
         self.buffer: deque[Accepted] = deque()
+        self.training = False  # a batch is taken and being trained on
         self.seen: set[str] = set()
         self.acct = {"accepted": 0, "consumed": 0, "dropped": Counter(), "rejected": Counter()}
+        self.acct_pending = False  # rejections counted but not yet in an accounting line
         self.versions: dict[int, dict] = {}  # recent adapter tensors, for the honesty check
         self.consumed_digests: list[str] = []
         self.ckpt_dir = Path(node.options.workdir) / "checkpoint"
@@ -72,6 +83,8 @@ class TrainerWorker:
         with self.ready:
             self.ready.notify_all()
         self.thread.join(timeout=10)
+        if self.acct_pending and not self.thread.is_alive():  # e.g. rejections after the last step
+            self._write_accounting()
 
     @property
     def step(self) -> int:
@@ -85,9 +98,14 @@ class TrainerWorker:
             self.seen = set(meta["seen"])
             self.acct = {"accepted": meta["acct"]["accepted"], "consumed": meta["acct"]["consumed"],
                          "dropped": Counter(meta["acct"]["dropped"]), "rejected": Counter(meta["acct"]["rejected"])}
-            for v in list(self.store.records):
-                if v > self.step:
-                    self.store.records.pop(v)
+            self.store.load({self.node.identity.key_id: self.node.identity.public_key})  # what we published
+            for v in [v for v in self.store.records if v > self.step]:  # not in the checkpoint: trained again
+                if self.store.records.pop(v).trainer_key_id == self.node.identity.key_id:
+                    shutil.rmtree(self.store.path(v), ignore_errors=True)  # or `put` would keep it
+            if self.store.latest() is None or self.store.latest().version != self.step:
+                # killed between the checkpoint and writing its version: publish it now, naming
+                # the chunks it consumed (already counted as consumed in the checkpoint)
+                self.consumed_digests = list(meta.get("pending", []))
             log.info("resumed from checkpoint at step %d (%d chunks seen)", self.step, len(self.seen))
         elif self.store.latest() is not None:  # failover: continue from the newest version we verified
             from nodes.trainer.adapters import load_version
@@ -107,23 +125,45 @@ class TrainerWorker:
         self.node.extra = {"version": latest.version, "step": self.step, "need": self._need()}
 
     def _need(self) -> int:
-        return max(0, self.m.grpo.prompts_per_step - sum(len(a.chunk.groups) for a in self.buffer))
+        """Groups we can still use: this step's (sequential) or also the next one's (async), so
+        the learner never waits on a round trip yet buffered data stays at most a step old."""
+        if self.m.sync.mode == "sequential":
+            if self.training:  # this version's batch is taken: its chunks would arrive stale
+                return 0
+            steps = 1
+        else:
+            steps = 1 + ASYNC_LOOKAHEAD_STEPS
+        return max(0, steps * self.m.grpo.prompts_per_step - sum(len(a.chunk.groups) for a in self.buffer))
+
+    def status(self) -> bytes:
+        """The reply to a rollout's status poll: our newest version and the groups we need."""
+        return json.dumps({"ok": True, "need": self._need(), "version": self._version()}).encode()
 
     # -- intake -----------------------------------------------------------------------------
 
     def handle_chunk(self, remote: str, blob: bytes) -> bytes:
         try:
             accepted = self._intake(blob)
+            with self.ready:
+                if accepted.chunk.chunk_id in self.seen:  # a concurrent copy got in first
+                    raise Rejected("replay", accepted.chunk.chunk_id)
+                self.seen.add(accepted.chunk.chunk_id)
+                self.buffer.append(accepted)
+                self.acct["accepted"] += 1
+                self.ready.notify_all()
         except Rejected as e:
+            self.count_rejection(remote, e)
+            return json.dumps({"ok": False, "reason": e.reason, "need": self._need(), "version": self._version()}).encode()
+        return self.status()
+
+    def count_rejection(self, remote: str, e: Rejected) -> None:
+        """Count a refused chunk (at intake, or dropped unread by the transport: oversize). The
+        trainer loop writes it to metrics.jsonl within ~0.5 s, not only at the next step."""
+        with self.ready:
             first = self.acct["rejected"][e.reason] == 0
             self.acct["rejected"][e.reason] += 1
-            (log.warning if first else log.debug)("rejected a chunk from %s: %s", remote[-8:], e)
-            return json.dumps({"ok": False, "reason": e.reason, "need": self._need(), "version": self._version()}).encode()
-        with self.ready:
-            self.buffer.append(accepted)
-            self.acct["accepted"] += 1
-            self.ready.notify_all()
-        return json.dumps({"ok": True, "need": self._need(), "version": self._version()}).encode()
+            self.acct_pending = True
+        (log.warning if first else log.debug)("rejected a chunk from %s: %s", remote[-8:], e)
 
     def _version(self) -> int:
         latest = self.store.latest()
@@ -140,7 +180,6 @@ class TrainerWorker:
             raise Rejected("wrong_settings", "task or sampling differ from the manifest")
         check_staleness(chunk.policy_version, self.step, self.m.sync.staleness, self.m.sync.mode == "sequential")
         check_honesty(chunk, self._score(chunk))
-        self.seen.add(chunk.chunk_id)
         return Accepted(chunk, digest, recompute_rewards(chunk, self.tokenizer, self.task))
 
     def _score(self, chunk) -> list[list[float]]:
@@ -149,16 +188,11 @@ class TrainerWorker:
         if tensors is None:
             raise Rejected("stale", f"v{chunk.policy_version} is no longer held for checking")
         pairs = [(g.prompt_ids, c) for g in chunk.groups for c in g.completions]
-        with self.lock, torch.no_grad():
-            current = None
-            if chunk.policy_version != self.step:
-                current = self.policy.adapter_tensors()
-                self.policy.set_adapter_tensors(tensors)
-            try:
-                lp, mask = self.policy.token_logprobs(pairs)
-            finally:
-                if current is not None:
-                    self.policy.set_adapter_tensors(current)
+        with self.score_lock, torch.no_grad():
+            if self.scored_version != chunk.policy_version:
+                self.scorer.set_adapter_tensors(tensors)
+                self.scored_version = chunk.policy_version
+            lp, mask = self.scorer.token_logprobs(pairs)
         return [lp[i, : int(mask[i].sum())].tolist() for i in range(len(pairs))]
 
     # -- training ---------------------------------------------------------------------------
@@ -181,8 +215,11 @@ class TrainerWorker:
                         item = self.buffer.popleft()
                         batch.append(item)
                         n += len(item.chunk.groups)
+                    self.training = True
                     return batch
                 self.node.extra = {**self.node.extra, "need": self._need()}
+                if self.acct_pending:  # between steps the totals reconcile: safe to write them
+                    self._write_accounting()
                 self.ready.wait(0.5)
         return None
 
@@ -208,16 +245,16 @@ class TrainerWorker:
                 samples += [(group.prompt_ids, c) for c in group.completions]
                 old += [list(lp) for lp in group.logprobs]
                 rewards.append(group_rewards)
-        with self.lock:  # intake may swap in an old version to score: never publish or step during that
-            stats = self.policy.train_step(samples, rewards, old)
-            self.acct["consumed"] += len(batch)
-            self.consumed_digests += [item.digest for item in batch]
-            if self.step % self.m.sync.publish_every == 0 or self.step >= self.m.grpo.steps:
-                self._publish()
-                self.versions[self.step] = self.policy.adapter_tensors()
-                for v in [v for v in self.versions if v < self.step - self.m.sync.staleness]:
-                    del self.versions[v]
-            self._advertise()
+        stats = self.policy.train_step(samples, rewards, old)
+        self.acct["consumed"] += len(batch)
+        self.consumed_digests += [item.digest for item in batch]
+        if self.step % self.m.sync.publish_every == 0 or self.step >= self.m.grpo.steps:
+            self.versions[self.step] = self.policy.adapter_tensors()  # before anyone can hear of it
+            self._publish()
+            for v in [v for v in self.versions if v < self.step - self.m.sync.staleness]:
+                del self.versions[v]
+        self.training = False
+        self._advertise()
         flat = [r for g in rewards for r in g]
         step_s = time.perf_counter() - started + wait_s
         self.metrics.write("step", step=self.step, version=self.store.latest().version,
@@ -228,32 +265,57 @@ class TrainerWorker:
 
     def _write_accounting(self) -> None:
         a = self.acct
+        self.acct_pending = False
         self.metrics.write("accounting", accepted=a["accepted"], consumed=a["consumed"], buffered=len(self.buffer),
                            dropped=dict(a["dropped"]), rejected=dict(a["rejected"]))
 
+    def _tensors(self, version: AdapterVersion) -> dict:
+        from nodes.trainer.adapters import load_version
+
+        held = self.versions.get(version.version)
+        return held if held is not None else load_version(self.store.path(version.version), version.adapter_sha256)
+
+    def _gguf(self, config_json: bytes, weights: bytes) -> bytes:
+        """The adapter as a GGUF LoRA for llama.cpp nodes; empty if this base has no GGUF form."""
+        from nodes.engines.base import EngineError
+        from nodes.engines.gguf_export import lora_gguf_bytes
+
+        if self.gguf_unsupported:
+            return b""
+        try:
+            return lora_gguf_bytes(config_json, weights, self.base_dir)
+        except (EngineError, KeyError, ValueError, OSError) as e:
+            self.gguf_unsupported = True
+            log.warning("not publishing GGUF adapters (llama.cpp nodes will convert): %s", e)
+            return b""
+
     def _publish(self) -> None:
-        """Write version `step` (PEFT dir + signed record), checkpoint, then announce it."""
-        from nodes.trainer.adapters import adapter_bytes
+        """Checkpoint, then write version `step` (PEFT dir + signed record); the caller announces it."""
+        from nodes.trainer.adapters import adapter_bytes, pack_delta
 
         parent = self.store.latest()
         tensors = self.policy.adapter_tensors()
         weights = adapter_bytes(tensors)
-        import hashlib
-
         config = self.policy.peft_config_dict()
         config["revision"] = f"v{self.step}"
+        config_json = json.dumps(config, sort_keys=True, indent=2).encode()
+        gguf = self._gguf(config_json, weights)
         record = AdapterVersion(
             run_digest=self.node.signed.digest, version=self.step, step=self.step,
             adapter_sha256=hashlib.sha256(weights).hexdigest(),
             parent_version=parent.version if parent else -1, parent_sha256=parent.adapter_sha256 if parent else "",
             base_sha256=self.m.model.sha256, trainer_key_id=self.node.identity.key_id,
             chunks=tuple(self.consumed_digests), created_at=time.time(),
+            gguf_sha256=hashlib.sha256(gguf).hexdigest() if gguf else "",
         )
         envelope = sign_version(record, self.node.identity)
-        self.store.put(record, envelope, json.dumps(config, sort_keys=True, indent=2).encode(), weights)
+        with self.ready:  # a consistent snapshot: intake threads change these concurrently
+            meta = {"seen": sorted(self.seen), "pending": list(record.chunks),
+                    "acct": {"accepted": self.acct["accepted"] - len(self.buffer), "consumed": self.acct["consumed"],
+                             "dropped": dict(self.acct["dropped"]), "rejected": dict(self.acct["rejected"])}}
+        # Checkpoint first: a version becomes visible only once a restart would resume from it
+        # (a kill in between re-publishes it from the checkpoint's `pending` chunks).
+        save_checkpoint(self.ckpt_dir, self.policy.state_dict(), meta)
+        delta = pack_delta(self._tensors(parent), tensors, parent.adapter_sha256, record.adapter_sha256) if parent else b""
+        self.store.put(record, envelope, config_json, weights, gguf=gguf, delta=delta)
         self.consumed_digests = []
-        save_checkpoint(self.ckpt_dir, self.policy.state_dict(), {
-            "seen": sorted(self.seen),
-            "acct": {"accepted": self.acct["accepted"] - len(self.buffer), "consumed": self.acct["consumed"],
-                     "dropped": dict(self.acct["dropped"]), "rejected": dict(self.acct["rejected"])},
-        })

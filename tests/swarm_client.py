@@ -1,0 +1,120 @@
+"""A test client that joins a live swarm in-process and talks to its trainer over the real P2P
+protocol: it is an ordinary `Node` (so it publishes a signed NodeInfo record as a rollout member
+and the trainer counts it among live members), plus a Transport, the real transformers engine
+and helpers to build, sign and seal chunks — honest ones, and the crafted ones attack tests send.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from crypto.envelope import sign_envelope
+from crypto.identity import Identity
+from crypto.sealing import SealContext, seal
+from nodes.adapter_store import MAX_BUNDLE_BYTES, AdapterStore
+from nodes.trainer.intake import CHUNK_TYPE
+from nodes.trajectory import TrajectoryChunk, TrajectoryGroup, encode_chunk, new_chunk_id
+from swarm.records import NodeInfo
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class SwarmClient:
+    def __init__(self, run: Path, workdir: Path, initial_peers: list[str]):
+        from nodes.node import Node, NodeOptions
+        from swarm.manifest import load_manifest
+        from swarm.records import Hardware
+
+        self.signed = load_manifest(run)
+        self.m = self.signed.manifest
+        self.identity = Identity.generate()
+        workdir.mkdir(parents=True, exist_ok=True)
+        options = NodeOptions(listen=["/ip4/127.0.0.1/tcp/0"], workdir=workdir, initial_peers=initial_peers,
+                              role_pref="rollout")
+        # No torch in the advert: the client can never be picked to train.
+        self.node = Node(self.signed, self.identity, options, Hardware(cpu="test client", cores=1), 1.0)
+        self.store = AdapterStore(workdir / "adapters", self.signed.digest)
+        self.engine = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.node.run, args=(self._stop,), daemon=True)
+        self.transport = None
+
+    def start(self) -> SwarmClient:
+        from nodes.engines import make_engine
+        from nodes.models import resolve_base
+        from swarm.transport import Transport
+
+        self.node.start()
+        self._thread.start()  # re-publishes our record every announce period, like any node
+        self.transport = Transport(self.node.membership.dht)
+        self.engine = make_engine("transformers", resolve_base(self.m.model.base, self.m.model.sha256), threads=1)
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self.transport is not None:
+            self.transport.close()
+        self.node.shutdown()
+
+    # -- the swarm, as the client sees it ---------------------------------------------------
+
+    def trainer(self) -> NodeInfo | None:
+        return next((r for r in self.node.view.records if r.role == "trainer"), None)
+
+    def use_version(self, version: int) -> None:
+        """Generate with adapter `version`, fetched from the trainer and verified like a rollout does."""
+        if self.engine.adapter_version == version:
+            return
+        if self.store.latest() is None or self.store.latest().version < version:
+            trainer = self.trainer()
+            bundle = self.transport.request(trainer.peer_id, f"{self.signed.namespace}/adapter",
+                                            json.dumps({"version": version}).encode(),
+                                            max_response=MAX_BUNDLE_BYTES, timeout=30)
+            self.store.accept(bundle, want_version=version,
+                              trusted_keys={trainer.key_id: bytes.fromhex(trainer.public_key)})
+        self.engine.set_adapter(version, self.store.path(version))
+
+    # -- chunks -----------------------------------------------------------------------------
+
+    def honest_chunk(self, version: int, prompts: int, seed: int = 0) -> TrajectoryChunk:
+        """`prompts` groups sampled with the real engine under adapter `version`, as a rollout node would."""
+        from nodes.engines import SamplingParams
+        from nodes.tasks import make_task
+
+        self.use_version(version)
+        g = self.m.grpo
+        stream = make_task(self.m.task.name, self.m.task.options).prompts(seed)
+        texts = [next(stream).text for _ in range(prompts)]
+        groups = self.engine.generate(texts, g.group_size, SamplingParams(g.temperature, g.max_new_tokens), seed)
+        return TrajectoryChunk(
+            run_id=self.m.run.id, chunk_id=new_chunk_id(), producer_key_id=self.identity.key_id,
+            policy_version=version, task=self.m.task.name,
+            sampling={"temperature": g.temperature, "max_new_tokens": g.max_new_tokens}, created_at=time.time(),
+            groups=tuple(TrajectoryGroup.from_samples(s) for s in groups),
+        )
+
+    def sign(self, chunk: TrajectoryChunk, signer: Identity | None = None) -> bytes:
+        return sign_envelope(CHUNK_TYPE, encode_chunk(chunk), [signer or self.identity])
+
+    def seal(self, envelope: bytes, *, sender: Identity | None = None, run_id: str | None = None) -> bytes:
+        """Sealed to the trainer's HPKE key, naming `sender` (default: us) in the sealed context."""
+        trainer = self.trainer()
+        context = SealContext(run_id or self.m.run.id, (sender or self.identity).key_id, new_chunk_id())
+        return seal(envelope, {trainer.key_id: bytes.fromhex(trainer.hpke_keys["x25519"])}, context)
+
+    def send(self, blob: bytes, timeout: float = 30) -> dict:
+        """One request on the trainer's `chunks` protocol; the trainer's JSON reply."""
+        reply = self.transport.request(self.trainer().peer_id, f"{self.signed.namespace}/chunks", blob,
+                                       max_response=4096, timeout=timeout)
+        return json.loads(reply)

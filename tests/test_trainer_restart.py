@@ -1,0 +1,361 @@
+"""A trainer killed with SIGKILL and restarted on the same workdir and key resumes from its
+checkpoint without counting any chunk twice; and an adapter version a rollout node fetched over
+P2P loads with `PeftModel.from_pretrained` and reproduces the trainer's own logits.
+
+One real run (module fixture): a trainer (transformers) and a rollout node (llama.cpp) as real
+`swarm node` processes on 127.0.0.1, async mode, publish every 2 steps. The trainer is killed
+after step 3 (so step 3's chunks, and whatever it had buffered, are lost with it), its process
+group is reaped, a replay of a chunk it saw before the crash is planted in the rollout's spool,
+and the trainer is started again with the same workdir and key until it finishes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from scenarios.processes import NodeProcess, _group_alive
+from scenarios.scenario import NodeSpec, Scenario, Settings
+from scenarios.simulate import prepare
+
+STEPS = 8
+PUBLISH_EVERY = 2
+KILL_AFTER_STEP = 3  # one step past the checkpoint at step 2: that step's consumption is lost
+PERIOD = 1.0  # announce period: the rollout notices the trainer is back within seconds
+
+
+def wait_for(predicate, timeout: float, what: str, nodes=(), poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        for node in nodes:
+            if not node.alive():
+                raise AssertionError(f"{node.name} exited ({node.proc.returncode}) while waiting for {what}:\n"
+                                     f"{node.log_tail(40)}")
+        time.sleep(poll)
+    tails = "\n".join(f"--- {n.name}\n{n.log_tail(40)}" for n in nodes)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
+
+
+def read_metrics(workdir: Path) -> list[dict]:
+    """metrics.jsonl as a list; a line torn by the SIGKILL (no newline, glued to the next) is skipped."""
+    out = []
+    try:
+        text = (workdir / "metrics.jsonl").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            out.append({"kind": "torn", "raw": line})
+    return out
+
+
+def reconciles(acct: dict) -> bool:
+    return acct["accepted"] == acct["consumed"] + sum(acct["dropped"].values()) + acct["buffered"]
+
+
+def plant_replay(rollout_dir: Path, rollout_key: Path, chunk_id: str, manifest, version: int) -> Path:
+    """A chunk reusing `chunk_id`, properly signed by the rollout's key, left in its spool: the rollout
+    resends it to whoever trains next, exactly as it resends chunks spooled while no trainer answered."""
+    from crypto.envelope import sign_envelope
+    from crypto.identity import Identity
+    from nodes.rollout import CHUNK_TYPE
+    from nodes.trajectory import TrajectoryChunk, TrajectoryGroup, encode_chunk
+
+    identity = Identity.load(rollout_key)
+    g = manifest.grpo
+    chunk = TrajectoryChunk(
+        run_id=manifest.run.id, chunk_id=chunk_id, producer_key_id=identity.key_id, policy_version=version,
+        task=manifest.task.name, sampling={"temperature": g.temperature, "max_new_tokens": g.max_new_tokens},
+        created_at=time.time(), groups=(TrajectoryGroup((5, 6, 7), ((8, 9),) * 2, ((-1.0, -1.0),) * 2),),
+    )
+    envelope = sign_envelope(CHUNK_TYPE, encode_chunk(chunk), [identity])
+    spool = rollout_dir / "spool"
+    spool.mkdir(exist_ok=True)
+    # Named as the newest file, so the bounded spool (which drops its oldest) keeps it until it is sent.
+    path = spool / f"{time.time_ns() + 10**15}.chunk"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(envelope)
+    tmp.rename(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def restarted_run(tmp_path_factory, launched):
+    from swarm.manifest import load_manifest
+
+    out = tmp_path_factory.mktemp("restart") / "run"
+    scenario = Scenario(
+        Settings(name="restart", steps=STEPS, publish_every=PUBLISH_EVERY, staleness=2, announce_period_s=PERIOD),
+        (NodeSpec("trainer", role="trainer", engine="transformers"), NodeSpec("roll", role="rollout", engine="llamacpp")),
+    )
+    run, _ = prepare(scenario, out)
+    signed = load_manifest(run)
+    keys, nodes_dir = out / "keys", out / "nodes"
+
+    def node(name: str, role: str, engine: str, peers: list[str]) -> NodeProcess:
+        args = ["--run", str(run), "--key", str(keys / f"{name}.key"), "--role", role, "--engine", engine,
+                "--threads", "1", *(["--initial-peers", *peers] if peers else [])]
+        proc = NodeProcess(name, nodes_dir / name, args).start()
+        launched.append(proc)
+        return proc
+
+    t0 = time.monotonic()
+    trainer = node("trainer", "trainer", "transformers", [])
+    trainer_maddr = trainer.wait_joined()
+    rollout = node("roll", "rollout", "llamacpp", [trainer_maddr])
+    rollout_maddr = rollout.wait_joined()
+    tdir, rdir = trainer.workdir, rollout.workdir
+
+    def steps_logged():
+        return [e for e in read_metrics(tdir) if e.get("kind") == "step"]
+
+    wait_for(lambda: any(e["step"] >= KILL_AFTER_STEP for e in steps_logged()), 300,
+             f"the trainer to log step {KILL_AFTER_STEP}", [trainer, rollout], poll=0.1)
+
+    # -- the crash: SIGKILL the node process alone, then reap what it leaves (DHT child, p2pd) --
+    trainer.kill_hard()
+    killed_at = time.monotonic()
+    before = read_metrics(tdir)
+    pgid = trainer.pid
+    trainer.stop(grace=5)  # SIGTERM then SIGKILL to the group; the orphans are reaped by init shortly after
+    wait_for(lambda: not _group_alive(pgid), 15, "the killed trainer's process group (DHT child, p2pd) to die")
+    shutil.copyfile(tdir / "node.log", tdir / "node.before-crash.log")
+
+    from nodes.trainer.checkpoint import load_checkpoint
+
+    state = load_checkpoint(tdir / "checkpoint")
+    assert state is not None, "no checkpoint on disk after the crash"
+    ckpt_step, ckpt_meta = int(state[0]["meta.step"]), state[1]
+    replayed_id = ckpt_meta["seen"][0]
+    planted = plant_replay(rdir, keys / "roll.key", replayed_id, signed.manifest, ckpt_step)
+
+    # -- restart: same workdir, same key, join through the rollout node (the old bootstrap is gone) --
+    lines_before = len(before)
+    trainer2 = node("trainer", "trainer", "transformers", [rollout_maddr])
+    trainer2.wait_joined()
+    restarted_at = time.monotonic()
+    wait_for(lambda: any(e.get("kind") == "done" for e in read_metrics(tdir)[lines_before:]), 300,
+             "the restarted trainer to finish", [trainer2, rollout], poll=0.3)
+    final_version = STEPS
+    # The rollout fetches the final version when it next looks at the trainer's record.
+    wait_for(lambda: (rdir / "adapters" / f"v{final_version}" / "version.dsse").exists(), 60,
+             f"the rollout node to fetch v{final_version}", [trainer2, rollout])
+    wait_for(lambda: not planted.exists(), 30, "the rollout to resend its spooled chunks", [trainer2, rollout])
+    after = read_metrics(tdir)[lines_before:]
+    print(f"run: crash after {killed_at - t0:.0f}s, restart took {restarted_at - killed_at:.0f}s, "
+          f"done after {time.monotonic() - t0:.0f}s in all")
+    yield {
+        "run": run, "signed": signed, "trainer": trainer2, "rollout": rollout, "tdir": tdir, "rdir": rdir,
+        "keys": keys, "before": before, "after": after, "ckpt_step": ckpt_step, "ckpt_meta": ckpt_meta,
+        "replayed_id": replayed_id, "final_version": final_version,
+    }
+    for proc in (trainer2, rollout):
+        proc.stop(grace=5)
+
+
+def trainer_records(d: dict) -> dict:
+    """Every signed version record in the trainer's adapter store, verified with the trainer's key."""
+    from crypto.identity import Identity
+    from swarm.versions import verify_version
+
+    trainer_key = Identity.load(d["keys"] / "trainer.key")
+    trusted = {trainer_key.key_id: trainer_key.public_key}
+    records = {}
+    for vdir in sorted((d["tdir"] / "adapters").glob("v*")):
+        record = verify_version((vdir / "version.dsse").read_bytes(), trusted_keys=trusted,
+                                run_digest=d["signed"].digest)
+        assert vdir.name == f"v{record.version}"
+        assert hashlib.sha256((vdir / "adapter_model.safetensors").read_bytes()).hexdigest() == record.adapter_sha256
+        records[record.version] = record
+    return records
+
+
+def test_trainer_sigkill_restart_resumes_from_checkpoint_without_double_counting(restarted_run):
+    d = restarted_run
+    before, after, ckpt_step, meta = d["before"], d["after"], d["ckpt_step"], d["ckpt_meta"]
+
+    # The checkpoint is the last published version (publish and checkpoint go together) and
+    # holds accepted minus buffered, so it reconciles by itself.
+    steps_before = [e["step"] for e in before if e.get("kind") == "step"]
+    last_logged = steps_before[-1]
+    assert last_logged >= KILL_AFTER_STEP
+    # (a kill between publishing step s and logging it leaves a checkpoint one step ahead of the log)
+    assert last_logged - last_logged % PUBLISH_EVERY <= ckpt_step <= last_logged + 1
+    assert ckpt_step % PUBLISH_EVERY == 0 and ckpt_step >= PUBLISH_EVERY
+    acct0 = meta["acct"]
+    assert acct0["accepted"] == acct0["consumed"] + sum(acct0["dropped"].values())
+
+    # It says it resumed, and its first step continues from the checkpoint, not from 0.
+    log = (d["tdir"] / "node.log").read_text()
+    assert f"resumed from checkpoint at step {ckpt_step}" in log, d["trainer"].log_tail(40)
+    assert "taking over training" not in log
+    steps_after = [e for e in after if e.get("kind") == "step"]
+    assert [e["step"] for e in steps_after] == list(range(ckpt_step + 1, STEPS + 1))
+    assert [e for e in after if e.get("kind") == "done"][-1]["steps"] == STEPS
+
+    # Counters continue from the checkpoint's: the first step after the restart adds just its batch.
+    accts = [e for e in after if e.get("kind") == "accounting"]
+    step_accts = [after[i + 1] for i, e in enumerate(after) if e.get("kind") == "step"]  # each step's own line
+    assert all(a.get("kind") == "accounting" for a in step_accts)
+    first_batch = sum(steps_after[0]["lags"].values())
+    assert step_accts[0]["consumed"] == acct0["consumed"] + first_batch
+    assert step_accts[0]["accepted"] >= acct0["accepted"] + first_batch
+    # Chunks accepted after the checkpoint (buffered, or consumed by the lost step) died with the
+    # process: counted before the crash, absent after it.
+    acct_crash = [e for e in before if e.get("kind") == "accounting"][-1]
+    if ckpt_step < last_logged:  # the steps logged after the checkpoint consumed chunks that are now lost
+        assert acct_crash["consumed"] > acct0["consumed"] and acct_crash["accepted"] > acct0["accepted"]
+    print(f"checkpoint at step {ckpt_step}, crash after step {last_logged}: "
+          f"{acct_crash['accepted'] - acct0['accepted']} accepted chunks lost with the process")
+    last = accts[-1]
+    assert reconciles(last), last
+    assert all(reconciles(a) for a in accts)
+
+    # No chunk is consumed twice: the signed records of every version name disjoint chunks, and
+    # together exactly as many as the trainer counts consumed.
+    records = trainer_records(d)
+    assert sorted(records) == list(range(0, STEPS + 1, PUBLISH_EVERY))
+    digests = [c for r in records.values() for c in r.chunks]
+    assert len(digests) == len(set(digests)), "a chunk digest appears in two version records"
+    assert len(digests) == last["consumed"]
+    assert records[0].chunks == ()
+    for v in sorted(records)[1:]:  # one unbroken chain across the crash
+        parent = records[v - PUBLISH_EVERY]
+        assert (records[v].parent_version, records[v].parent_sha256) == (parent.version, parent.adapter_sha256)
+
+    # A chunk id the trainer saw before the crash, resent from the rollout's spool, is refused as
+    # a replay (the checkpoint keeps the seen ids).
+    assert last["rejected"].get("replay", 0) >= 1, last
+    assert "trainer refused our chunk: replay" in (d["rdir"] / "node.log").read_text()
+
+
+def test_version_fetched_over_p2p_loads_with_peft_and_matches_trainer_logits(restarted_run):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nodes.models import resolve_base
+    from nodes.tasks import make_task
+    from nodes.trainer.adapters import load_version
+    from nodes.trainer.checkpoint import load_checkpoint
+    from nodes.trainer.policy import Policy, PolicyConfig
+
+    d = restarted_run
+    m = d["signed"].manifest
+    v = d["final_version"]
+    fetched, own = d["rdir"] / "adapters" / f"v{v}", d["tdir"] / "adapters" / f"v{v}"
+    record = trainer_records(d)[v]
+
+    # The rollout's copy is the trainer's, byte for byte, and matches the signed digest.
+    for name in ("adapter_model.safetensors", "adapter_config.json", "version.dsse"):
+        assert (fetched / name).read_bytes() == (own / name).read_bytes(), name
+    assert hashlib.sha256((fetched / "adapter_model.safetensors").read_bytes()).hexdigest() == record.adapter_sha256
+
+    base_dir = resolve_base(m.model.base, m.model.sha256)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    prompts = make_task(m.task.name, m.task.options).prompts(123)
+    texts = [next(prompts).text for _ in range(4)]
+    rows = [tokenizer(t)["input_ids"] for t in texts]
+
+    def logits_of(model) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [model(input_ids=torch.tensor([r])).logits[0] for r in rows]
+
+    def max_diff(a, b) -> float:
+        return max(float((x - y).abs().max()) for x, y in zip(a, b))
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    bare = logits_of(base)
+    peft_model = PeftModel.from_pretrained(base, str(fetched)).eval()
+    got = logits_of(peft_model)
+
+    config = PolicyConfig(r=m.lora.r, alpha=m.lora.alpha, targets=tuple(m.lora.targets), lr=m.grpo.lr,
+                          grad_clip=m.grpo.grad_clip, clip=m.grpo.clip, kl_coef=m.grpo.kl_coef,
+                          temperature=m.grpo.temperature)
+    policy = Policy(base_dir, config, seed=m.run.seed, threads=1)
+    state = load_checkpoint(d["tdir"] / "checkpoint")  # the trainer's own training state, at the last step
+    assert int(state[0]["meta.step"]) == v
+    policy.load_state_dict(state[0])
+    from_checkpoint = logits_of(policy.model)
+    policy.set_adapter_tensors(load_version(own, record.adapter_sha256))  # the trainer's published copy
+    from_published = logits_of(policy.model)
+
+    print(f"v{v}: |peft - trainer checkpoint| {max_diff(got, from_checkpoint):.2e}, |peft - trainer copy| "
+          f"{max_diff(got, from_published):.2e}, |peft - bare base| {max_diff(got, bare):.2e}")
+    assert max_diff(got, from_checkpoint) < 1e-4
+    assert max_diff(got, from_published) < 1e-4
+    assert max_diff(got, bare) > 1e-3, "the trained adapter does not change the logits: the test proves nothing"
+
+
+def _trainer_in_process(workdir: Path, signed, identity):
+    """A TrainerWorker on `workdir` without a swarm (nothing here needs peers): a restart is a new one."""
+    from types import SimpleNamespace
+
+    from nodes.adapter_store import AdapterStore
+    from nodes.metrics import MetricsLog
+    from nodes.trainer.worker import TrainerWorker
+
+    node = SimpleNamespace(signed=signed, identity=identity, options=SimpleNamespace(workdir=workdir),
+                           view=SimpleNamespace(records=[]), adapter_version=-1, extra={})
+    store = AdapterStore(workdir / "adapters", signed.digest)
+    return TrainerWorker(node, None, store, MetricsLog(workdir / "metrics.jsonl"), threads=1)
+
+
+@pytest.mark.parametrize("killed", ["before_version_write", "after_version_write"])
+def test_kill_around_publication_leaves_one_consistent_version(tmp_path, killed):
+    """The narrow window of a publication: the checkpoint is written first, then the version. A kill
+    between the two re-publishes the version on restart (same weights, same chunks, same parent);
+    a kill after both resumes without re-publishing and without carrying the chunks over again."""
+    from crypto.identity import Identity
+    from nodes.trainer.adapters import adapter_bytes
+    from nodes.trainer.checkpoint import load_checkpoint
+    from swarm.manifest import load_manifest
+
+    scenario = Scenario(Settings(name="window", steps=4, publish_every=2),
+                        (NodeSpec("trainer", role="trainer", engine="transformers"),))
+    run, _ = prepare(scenario, tmp_path / "run")
+    signed, identity = load_manifest(run), Identity.load(tmp_path / "run" / "keys" / "trainer.key")
+    workdir = tmp_path / "trainer"
+    workdir.mkdir()
+
+    worker = _trainer_in_process(workdir, signed, identity)
+    assert worker.store.latest().version == 0
+    samples, old = [((5, 6, 7), (8, 9)), ((5, 6, 7), (9, 8))], [[-1.0, -1.0], [-1.0, -1.0]]
+    for _ in range(2):
+        worker.policy.train_step(samples, [[1.0, 0.0]], old)
+    consumed = [hashlib.sha256(f"chunk{i}".encode()).hexdigest() for i in range(3)]
+    worker.consumed_digests = list(consumed)
+    worker.acct["accepted"] = worker.acct["consumed"] = len(consumed)
+    if killed == "before_version_write":
+        def crash(*_args, **_kw):
+            raise RuntimeError("SIGKILL")
+        worker.store.put = crash
+        with pytest.raises(RuntimeError):
+            worker._publish()
+        assert not (workdir / "adapters" / "v2").exists()
+    else:
+        worker._publish()
+    expected_sha = hashlib.sha256(adapter_bytes(worker.policy.adapter_tensors())).hexdigest()
+    assert int(load_checkpoint(workdir / "checkpoint")[0]["meta.step"]) == 2
+    del worker
+
+    restarted = _trainer_in_process(workdir, signed, identity)
+    assert restarted.step == 2
+    assert restarted.consumed_digests == []  # named by v2 on disk now, not to be named again by v4
+    records = trainer_records({"keys": tmp_path / "run" / "keys", "tdir": workdir, "signed": signed})
+    assert sorted(records) == [0, 2]
+    v2 = records[2]
+    assert list(v2.chunks) == consumed
+    assert (v2.parent_version, v2.parent_sha256) == (0, records[0].adapter_sha256)
+    assert v2.adapter_sha256 == expected_sha
+    assert restarted.store.latest() == v2  # the record on disk, not a re-made one
+    assert restarted.acct["consumed"] == len(consumed)
