@@ -123,12 +123,13 @@ class RolloutWorker:
             return False  # the trainer has enough for now
         if len(list(self.spool.glob("*.chunk"))) >= SPOOL_LIMIT:
             self.stop_event.wait(SPOOL_FULL_WAIT_S)  # no trainer for a while: refresh the spool slowly
+        started = time.perf_counter()
         envelope, samples, tokens, gen_s = self._generate(held.version)
         sent = self._send(envelope, trainers) if trainers else False
         if not sent:
             self._spool(envelope)
         self.metrics.write("chunk", version=held.version, samples=samples, tokens=tokens, gen_s=gen_s,
-                           engine=self.engine.name, sent=sent)
+                           busy_s=time.perf_counter() - started, engine=self.engine.name, sent=sent)
         return True
 
     def _adopt_newest(self, trainers):

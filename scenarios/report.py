@@ -9,7 +9,9 @@ Definitions (also in summary.json's `definitions`):
   but the first step when there are several (the first one waits for nodes still loading models);
 - tokens/s of a rollout node: sum(tokens) / sum(gen_s), its engine's speed while generating;
 - its production window: from its first chunk's start (t - gen_s) to its last chunk's t;
-  effective tokens/s and chunks/s are over that window (what it delivered, overheads included);
+  chunks/s are over that window; effective tokens/s = sum(tokens) / sum(busy_s), busy_s being a
+  chunk's generate + sign + seal + send time (what it can deliver, overheads included, not
+  counting time spent idle because the trainer had enough data; without busy_s: over the window);
 - adoption delay of a rollout node (its T_bcast): median over versions v of the time from v's
   publication (the first step event carrying v) to the start of the node's first chunk made with
   v or newer; versions it never used are left out;
@@ -141,6 +143,7 @@ def _node_summary(spec, evs: list[dict], exit_code, steps: list[dict]) -> dict:
     roles = [e["role"] for e in evs if e["kind"] == "role"]
     tokens, gen_s = sum(int(e["tokens"]) for e in chunks), sum(float(e["gen_s"]) for e in chunks)
     window = chunks[-1]["t"] - (chunks[0]["t"] - chunks[0]["gen_s"]) if chunks else 0.0
+    busy_s = sum(float(e["busy_s"]) for e in chunks) if chunks and all("busy_s" in e for e in chunks) else 0.0
     return {
         "role": spec.role, "observed_role": roles[-1] if roles else None, "engine": spec.engine,
         "engines_reported": sorted({e["engine"] for e in chunks if "engine" in e}), "threads": spec.threads,
@@ -148,7 +151,8 @@ def _node_summary(spec, evs: list[dict], exit_code, steps: list[dict]) -> dict:
         "chunks_unsent": sum(not e.get("sent", True) for e in chunks),
         "samples": sum(int(e["samples"]) for e in chunks), "tokens": tokens, "gen_s": round(gen_s, 3),
         "tokens_per_s": round(tokens / gen_s, 1) if gen_s > 0 else None,
-        "effective_tokens_per_s": round(tokens / window, 1) if window > 0 else None,
+        "effective_tokens_per_s": round(tokens / busy_s, 1) if busy_s > 0 else (
+            round(tokens / window, 1) if window > 0 else None),
         "chunks_per_s": round(len(chunks) / window, 3) if window > 0 else None,
         "adoption_s": _adoption_delay(steps, chunks),
         "steps": sum(e["kind"] == "step" for e in evs),

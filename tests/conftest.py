@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,20 @@ def make_manifest(tmp_path: Path, owner_key: Path, *extra: str, name: str = "run
     result = run_cli("init", "--out", str(out), "--owner-key", str(owner_key), "--run-id", "test", *extra)
     assert result.returncode == 0, result.stderr
     return out
+
+
+def wait_for(predicate, timeout: float, what: str, nodes=(), poll: float = 0.2):
+    """Poll `predicate` until it returns something truthy (returned); fail early, with its log,
+    if one of `nodes` (NodeProcess) exits, and with every node's log tail on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        for node in nodes:
+            if not node.alive():
+                raise AssertionError(f"{node.name} exited ({node.proc.returncode}) while waiting for {what}:\n"
+                                     f"{node.log_tail(40)}")
+        time.sleep(poll)
+    tails = "\n".join(f"--- {n.name}\n{n.log_tail(40)}" for n in nodes)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")

@@ -19,16 +19,6 @@ from nodes.trajectory import TrajectoryChunk, TrajectoryGroup, encode_chunk, new
 from swarm.records import NodeInfo
 
 
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 class SwarmClient:
     def __init__(self, run: Path, workdir: Path, initial_peers: list[str]):
         from nodes.node import Node, NodeOptions

@@ -171,6 +171,17 @@ def test_summary_follows_from_the_metrics(tmp_path):
     assert cap["agrees"] is False and "disagrees" in cap["verdict"]
 
 
+def test_effective_rate_leaves_out_time_idle_for_lack_of_demand():
+    from scenarios.report import _node_summary
+
+    spec = load_scenario(ROOT / "scenarios" / "default.toml").nodes[1]
+    # two chunks 100 s apart (the trainer had enough data in between): 200 tokens in 2 s of work
+    chunks = [{"kind": "chunk", "t": t, "tokens": 100, "samples": 8, "gen_s": 0.5, "busy_s": 1.0, "version": 0}
+              for t in (10.0, 110.0)]
+    node = _node_summary(spec, chunks, 0, [])
+    assert node["effective_tokens_per_s"] == 100.0 and node["tokens_per_s"] == 200.0
+
+
 def test_accounting_that_does_not_add_up_is_flagged(tmp_path):
     paths = synthetic_run(tmp_path)
     _jsonl(paths["trainer"], [{"t": 1, "kind": "accounting", "accepted": 10, "consumed": 5, "buffered": 0,

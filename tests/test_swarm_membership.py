@@ -7,7 +7,7 @@ import time
 
 import psutil
 import pytest
-from conftest import make_manifest, run_cli
+from conftest import make_manifest, run_cli, wait_for
 
 from scenarios.processes import NodeProcess
 
@@ -15,14 +15,6 @@ PERIOD = 1.0  # announce period for the test swarm; records live max(2 x period,
 TTL = 5.0
 
 
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def view_of(node: NodeProcess) -> dict[str, dict]:
@@ -111,7 +103,7 @@ def test_forged_records_are_rejected_by_every_node(swarm4):
 
 
 def test_trainer_crash_hands_the_slot_to_another_node_and_leaves_no_process(swarm4):
-    run, nodes = swarm4
+    _, nodes = swarm4
     roles = {n.name: n.status()["role"] for n in nodes}
     trainer = next(n for n in nodes if roles[n.name] == "trainer")
     descendants = psutil.Process(trainer.pid).children(recursive=True)

@@ -14,7 +14,8 @@ import json
 import time
 
 import pytest
-from swarm_client import SwarmClient, wait_for
+from conftest import wait_for
+from swarm_client import SwarmClient
 
 from scenarios.processes import NodeProcess
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from scenarios.processes import NodeProcess, _group_alive
 from scenarios.scenario import NodeSpec, Scenario, Settings
@@ -28,19 +29,6 @@ KILL_AFTER_STEP = 3  # one step past the checkpoint at step 2: that step's consu
 PERIOD = 1.0  # announce period: the rollout notices the trainer is back within seconds
 
 
-def wait_for(predicate, timeout: float, what: str, nodes=(), poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        for node in nodes:
-            if not node.alive():
-                raise AssertionError(f"{node.name} exited ({node.proc.returncode}) while waiting for {what}:\n"
-                                     f"{node.log_tail(40)}")
-        time.sleep(poll)
-    tails = "\n".join(f"--- {n.name}\n{n.log_tail(40)}" for n in nodes)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
 
 
 def read_metrics(workdir: Path) -> list[dict]:
