@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 HEADER = 8  # hivemind's own framing: 8-byte big-endian length
+LINGER_S = 5.0  # how long a server waits for the caller to close after its reply
 
 
 class TransportError(RuntimeError):
@@ -67,6 +69,11 @@ class Transport:
                 request = await asyncio.wait_for(_read_frame(reader, max_request), timeout)
                 response = await self._loop.run_in_executor(self._pool, handler, remote, request)
                 await asyncio.wait_for(_write_frame(writer, response), timeout)
+                # Close only once the caller has read the reply and closed its side: closing first
+                # can cut the reply short in p2pd (seen as IncompleteReadError by the caller, which
+                # then resends a chunk the trainer already took).
+                with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+                    await asyncio.wait_for(reader.read(1), LINGER_S)
             except FrameTooLarge as e:
                 log.warning("%s from %s refused: %s", name, remote[-8:], e)
                 if on_refused is not None:
