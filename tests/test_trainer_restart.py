@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import start_node, wait_for
 
 from scenarios.processes import NodeProcess, _group_alive
 from scenarios.scenario import NodeSpec, Scenario, Settings
@@ -87,14 +87,10 @@ def restarted_run(tmp_path_factory, launched):
     )
     run, _ = prepare(scenario, out)
     signed = load_manifest(run)
-    keys, nodes_dir = out / "keys", out / "nodes"
+    keys = out / "keys"
 
     def node(name: str, role: str, engine: str, peers: list[str]) -> NodeProcess:
-        args = ["--run", str(run), "--key", str(keys / f"{name}.key"), "--role", role, "--engine", engine,
-                "--threads", "1", *(["--initial-peers", *peers] if peers else [])]
-        proc = NodeProcess(name, nodes_dir / name, args).start()
-        launched.append(proc)
-        return proc
+        return start_node(launched, out, run, name, role, engine, peers)
 
     t0 = time.monotonic()
     trainer = node("trainer", "trainer", "transformers", [])

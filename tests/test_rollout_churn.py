@@ -1,0 +1,50 @@
+"""Sequential mode survives a rollout node's death: the trainer asks for groups of its current
+version from whoever is live, so the surviving node supplies them and the run finishes on-policy."""
+from __future__ import annotations
+
+import json
+import time
+
+from conftest import start_node, wait_for
+
+from scenarios.scenario import NodeSpec, Scenario, Settings
+from scenarios.simulate import prepare
+
+STEPS = 6
+KILL_AFTER_STEP = 2
+
+
+def events(node, kind: str) -> list[dict]:
+    try:
+        lines = (node.workdir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    return [e for e in map(json.loads, filter(None, lines)) if e.get("kind") == kind]
+
+
+def test_sequential_run_finishes_when_a_rollout_node_dies(tmp_path, launched):
+    out = tmp_path / "run"
+    scenario = Scenario(
+        Settings(name="churn", mode="sequential", steps=STEPS, announce_period_s=1.0),
+        (NodeSpec("trainer", role="trainer", engine="transformers"),
+         NodeSpec("a", role="rollout", engine="transformers"), NodeSpec("b", role="rollout", engine="llamacpp")),
+    )
+    run, _ = prepare(scenario, out)
+    trainer = start_node(launched, out, run, "trainer", "trainer", "transformers")
+    maddr = trainer.wait_joined()
+    a = start_node(launched, out, run, "a", "rollout", "transformers", [maddr])
+    b = start_node(launched, out, run, "b", "rollout", "llamacpp", [maddr])
+    wait_for(lambda: any(e["step"] >= KILL_AFTER_STEP for e in events(trainer, "step")), 300,
+             f"step {KILL_AFTER_STEP}", [trainer, a, b])
+    assert events(a, "chunk") and events(b, "chunk"), "both rollout nodes should have contributed"
+
+    a.kill_hard()  # SIGKILL, no goodbye: its record simply expires
+    killed_at = time.time()
+    wait_for(lambda: events(trainer, "done"), 300, "the trainer to finish without node a", [trainer, b])
+
+    steps = events(trainer, "step")
+    assert [e["step"] for e in steps] == list(range(1, STEPS + 1))
+    assert all(set(e["lags"]) == {"0"} for e in steps)  # on-policy throughout
+    assert any(e["t"] > killed_at for e in events(b, "chunk")), "the survivor carried the run on"
+    acct = events(trainer, "accounting")[-1]
+    assert acct["accepted"] == acct["consumed"] + sum(acct["dropped"].values()) + acct["buffered"]
