@@ -21,7 +21,7 @@ def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None) -> subpro
     """Run `swarm ARGS` in a subprocess, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "nodes", *args], capture_output=True, text=True, timeout=timeout,
-        cwd=cwd, stdin=subprocess.DEVNULL,
+        cwd=cwd, stdin=subprocess.DEVNULL, check=False,
     )
 
 
