@@ -280,8 +280,9 @@ def test_version_fetched_over_p2p_loads_with_peft_and_matches_trainer_logits(res
     assert max_diff(got, bare) > 1e-3, "the trained adapter does not change the logits: the test proves nothing"
 
 
-def _trainer_in_process(workdir: Path, signed, identity):
-    """A TrainerWorker on `workdir` without a swarm (nothing here needs peers): a restart is a new one."""
+def _trainer_in_process(workdir: Path, signed, identity, store=None):
+    """A TrainerWorker on `workdir` without a swarm (nothing here needs peers): a restart is a new one.
+    `store`: the node's adapter store as it is when it becomes trainer (default: empty)."""
     from types import SimpleNamespace
 
     from nodes.adapter_store import AdapterStore
@@ -290,8 +291,61 @@ def _trainer_in_process(workdir: Path, signed, identity):
 
     node = SimpleNamespace(signed=signed, identity=identity, options=SimpleNamespace(workdir=workdir),
                            view=SimpleNamespace(records=[]), adapter_version=-1, extra={})
-    store = AdapterStore(workdir / "adapters", signed.digest)
+    store = store or AdapterStore(workdir / "adapters", signed.digest)
     return TrainerWorker(node, None, store, MetricsLog(workdir / "metrics.jsonl"), threads=1)
+
+
+def test_a_trainer_whose_checkpoint_the_swarm_has_passed_continues_from_the_newer_version(tmp_path):
+    """Trainer A checkpoints at v2 and dies; B takes over and publishes v4; A rejoins (as a rollout it
+    verified v4) and is trainer again: it must continue from v4, not fork a second v3, v4... from v2."""
+    from crypto.identity import Identity
+    from nodes.trainer.checkpoint import load_checkpoint
+    from swarm.manifest import load_manifest
+
+    scenario = Scenario(Settings(name="passed", steps=8, publish_every=2),
+                        (NodeSpec("a", role="trainer", engine="transformers"),
+                         NodeSpec("b", role="trainer", engine="transformers")))
+    run, _ = prepare(scenario, tmp_path / "run")
+    signed = load_manifest(run)
+    a_id, b_id = (Identity.load(tmp_path / "run" / "keys" / f"{n}.key") for n in ("a", "b"))
+    keys = {i.key_id: i.public_key for i in (a_id, b_id)}
+    samples, old = [((5, 6, 7), (8, 9)), ((5, 6, 7), (9, 8))], [[-1.0, -1.0], [-1.0, -1.0]]
+
+    def train_and_publish(worker, steps: int) -> None:
+        for _ in range(steps):
+            worker.policy.train_step(samples, [[1.0, 0.0]], old)
+        worker._publish()
+
+    def handed(src, dst, version: int) -> None:  # what a fetch over P2P does
+        dst.accept(src.store.bundle(version), want_version=version, trusted_keys=keys)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _trainer_in_process(tmp_path / "a", signed, a_id)
+    a.seen.add("c" * 32)
+    train_and_publish(a, 2)
+    assert int(load_checkpoint(tmp_path / "a" / "checkpoint")[0]["meta.step"]) == 2
+
+    from nodes.adapter_store import AdapterStore
+
+    b_store = AdapterStore(tmp_path / "b" / "adapters", signed.digest)
+    for v in (0, 2):
+        handed(a, b_store, v)
+    b = _trainer_in_process(tmp_path / "b", signed, b_id, b_store)
+    assert b.step == 2  # failover from A's v2
+    train_and_publish(b, 2)
+    v4 = b.store.latest()
+    assert (v4.version, v4.trainer_key_id) == (4, b_id.key_id)
+
+    a_store = AdapterStore(tmp_path / "a" / "adapters", signed.digest)
+    a_store.load(keys)  # A's own v0, v2 on disk ...
+    handed(b, a_store, 4)  # ... and B's v4, verified while A was a rollout
+    a2 = _trainer_in_process(tmp_path / "a", signed, a_id, a_store)
+    assert a2.step == 4 and a2.store.latest() == v4
+    assert "c" * 32 in a2.seen  # replay protection survives the switch
+    train_and_publish(a2, 2)
+    v6 = a2.store.latest()
+    assert (v6.version, v6.parent_version, v6.parent_sha256) == (6, 4, v4.adapter_sha256)
 
 
 @pytest.mark.parametrize("killed", ["before_version_write", "after_version_write"])

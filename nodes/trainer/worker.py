@@ -91,13 +91,18 @@ class TrainerWorker:
         return self.policy.step
 
     def _restore_or_publish_first(self) -> None:
+        """Resume from our checkpoint; or, if the swarm moved past it (another trainer published a
+        newer version that this node verified while it was a rollout), continue from that version,
+        as on a failover: resuming from the older checkpoint would fork the chain."""
         state = load_checkpoint(self.ckpt_dir)
+        newest = self.store.latest()
+        if state is not None and newest is not None and newest.version > int(state[0]["meta.step"]):
+            self._restore_accounting(state[1])  # keep what we saw: replays stay refused
+            state = None
         if state is not None:
             tensors, meta = state
             self.policy.load_state_dict(tensors)
-            self.seen = set(meta["seen"])
-            self.acct = {"accepted": meta["acct"]["accepted"], "consumed": meta["acct"]["consumed"],
-                         "dropped": Counter(meta["acct"]["dropped"]), "rejected": Counter(meta["acct"]["rejected"])}
+            self._restore_accounting(meta)
             self.store.load({self.node.identity.key_id: self.node.identity.public_key})  # what we published
             for v in [v for v in self.store.records if v > self.step]:  # not in the checkpoint: trained again
                 if self.store.records.pop(v).trainer_key_id == self.node.identity.key_id:
@@ -118,6 +123,11 @@ class TrainerWorker:
             self._publish()
         self.versions[self.step] = self.policy.adapter_tensors()
         self._advertise()
+
+    def _restore_accounting(self, meta: dict) -> None:
+        self.seen = set(meta["seen"])
+        self.acct = {"accepted": meta["acct"]["accepted"], "consumed": meta["acct"]["consumed"],
+                     "dropped": Counter(meta["acct"]["dropped"]), "rejected": Counter(meta["acct"]["rejected"])}
 
     def _advertise(self) -> None:
         latest = self.store.latest()
