@@ -1,7 +1,8 @@
 """The co-located baseline learns: a short real run (engine + policy + verifier) beats the warm-up.
 
-Margin chosen from measurements (seeds 0, 1, 2; 32 prompts x 8): mean reward of steps 0-2 is
-0.05-0.08, of steps 20-24 is 0.23-0.27 (step-to-step noise ~0.03). Requiring +0.10 leaves room
+Margin chosen from measurements (32 prompts x 8): mean reward of steps 0-2 is 0.05-0.08, of
+steps 20-24 is 0.23-0.27 (seeds 0, 1, 2, 300-step warm-up model; seed 0 with today's 1000-step
+warm-up: 0.05 and 0.23; step-to-step noise ~0.03). Requiring +0.10 leaves room
 for noise and float differences across machines; a loop that does not learn (lr ~0, advantages
 of the wrong sign, log-probs of the wrong tokens) stays at or below the warm-up level and fails.
 """
