@@ -77,3 +77,22 @@ def start_node(launched: list, out: Path, run: Path, name: str, role: str, engin
     proc = NodeProcess(name, out / "nodes" / name, args).start()
     launched.append(proc)
     return proc
+
+
+def save_lora(base_dir: Path, out: Path, seed: int, r: int = 8, alpha: int = 16, **lora) -> Path:
+    """A random LoRA with non-zero B (a fresh PEFT LoRA has B = 0, i.e. is the base)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from nodes.trainer.policy import LORA_TARGETS
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(LORA_TARGETS), **lora))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    peft.save_pretrained(out)
+    return out

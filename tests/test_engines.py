@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_lora
 
 from nodes.engines import Engine, EngineError, SamplingParams, encode_prompt, make_engine
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PROMPTS = ["31415>", "2>", "987654321>"]
 
 
@@ -28,23 +28,6 @@ def save_tiny(path: Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
-
-
-def save_lora(base_dir: Path, out: Path, seed: int, r: int = 8, alpha: int = 16, **lora) -> Path:
-    """A random LoRA with non-zero B (a fresh PEFT LoRA has B = 0, i.e. is the base)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=LORA_TARGETS, **lora))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    peft.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")

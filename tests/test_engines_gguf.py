@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_lora
 
 from nodes.engines import EngineError
 from nodes.engines import gguf_export as G
@@ -267,7 +268,7 @@ def test_general_llama_layouts_agree_across_engines(tmp_path):
     lc = make_engine("llamacpp", str(tmp_path / "m"), device="cpu")
     assert "output.weight" in _tensor_names(lc.gguf_path) and "rope_freqs.weight" in _tensor_names(lc.gguf_path)
     prompts = ["31415926>", "2>", "hello world, 1+2=3 and more text>"]
-    for adapter in (None, _random_lora(tmp_path / "m", tmp_path / "lora")):
+    for adapter in (None, save_lora(tmp_path / "m", tmp_path / "lora", seed=0)):
         for eng in (hf, lc):
             eng.set_adapter(1 if adapter else None, adapter)
         flat = [s for g in hf.generate(prompts, 3, SamplingParams(max_new_tokens=24), seed=2) for s in g]
@@ -277,20 +278,3 @@ def test_general_llama_layouts_agree_across_engines(tmp_path):
         assert err < 1e-3
         assert np.ptp([lp for s in flat for lp in s.logprobs]) > 1.0
     lc.close()
-
-
-def _random_lora(base: Path, out: Path) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=8, lora_alpha=16,
-                                                                                 target_modules=targets))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    peft.save_pretrained(out)
-    return out
