@@ -92,8 +92,7 @@ class AdapterStore:
             try:
                 record = verify_version((p / RECORD).read_bytes(), trusted_keys=trusted_keys,
                                         run_digest=self.run_digest)
-                if p.name == f"v{record.version}" and \
-                        hashlib.sha256((p / WEIGHTS).read_bytes()).hexdigest() == record.adapter_sha256:
+                if p.name == f"v{record.version}" and _sha((p / WEIGHTS).read_bytes()) == record.adapter_sha256:
                     self.records[record.version] = record
             except (OSError, VersionError):
                 continue

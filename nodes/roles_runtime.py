@@ -18,6 +18,7 @@ from swarm.transport import Transport
 
 log = logging.getLogger("echo_swarm.node")
 MAX_CHUNK_REQUEST = ChunkLimits(vocab_size=1).max_bytes + 128 * 1024
+NOT_TRAINER = json.dumps({"ok": False, "reason": "not_trainer", "need": 0}).encode()
 
 
 class RoleRuntime:
@@ -38,25 +39,26 @@ class RoleRuntime:
         self.transport.serve(f"{ns}/status", self._on_status, max_request=1024)
         node.on_role_change = self.on_role_change
 
-    def _on_chunk(self, remote: str, blob: bytes) -> bytes:
+    def _trainer(self):
+        """The trainer worker, or None while this node is not (yet) training."""
         worker = self.worker
-        if worker is None or not hasattr(worker, "handle_chunk"):
-            return json.dumps({"ok": False, "reason": "not_trainer", "need": 0}).encode()
-        return worker.handle_chunk(remote, blob)
+        return worker if worker is not None and hasattr(worker, "handle_chunk") else None
+
+    def _on_chunk(self, remote: str, blob: bytes) -> bytes:
+        trainer = self._trainer()
+        return trainer.handle_chunk(remote, blob) if trainer else NOT_TRAINER
 
     def _on_chunk_refused(self, remote: str, reason: str, detail: str) -> None:
         """A chunk request the transport dropped unread (oversize): the trainer counts it too."""
-        worker = self.worker
-        if worker is not None and hasattr(worker, "count_rejection"):
+        trainer = self._trainer()
+        if trainer:
             from nodes.trainer.intake import Rejected
 
-            worker.count_rejection(remote, Rejected(reason, detail))
+            trainer.count_rejection(remote, Rejected(reason, detail))
 
     def _on_status(self, remote: str, request: bytes) -> bytes:
-        worker = self.worker
-        if worker is None or not hasattr(worker, "status"):
-            return json.dumps({"ok": False, "reason": "not_trainer", "need": 0}).encode()
-        return worker.status()
+        trainer = self._trainer()
+        return trainer.status() if trainer else NOT_TRAINER
 
     def _on_adapter_request(self, remote: str, request: bytes) -> bytes:
         """{"version": v, "have": newest version the asker holds, "gguf": wants the GGUF adapter}."""

@@ -29,7 +29,7 @@ SPOOL_LIMIT = 64
 POLL_S = 0.05
 """How long a rollout waits before asking again when the trainer has enough data."""
 SPOOL_FULL_WAIT_S = 1.0
-"""How long a rollout waits before asking again when the trainer has enough data."""
+"""Pause after spooling into a full spool: no trainer for a while, refresh the spool slowly."""
 
 
 def trainer_keys(node) -> dict[str, bytes]:
@@ -44,8 +44,9 @@ def fetch_version(node, transport, store: AdapterStore, version: int, first: str
     """Get `version` from `first` (the trainer that told us of it) or any peer whose record says it
     holds it, trainers first; verify before keeping it. Records lag by up to an announce period,
     so the peer that just named the version is asked before them."""
+    trainers = {r.peer_id for r in node.view.records if r.role == "trainer"}
     holders = sorted((r.peer_id for r in node.view.records if r.peer_id not in (node.peer_id, first)
-                      and r.adapter_version >= version), key=lambda p: (p not in trainer_peers(node), p))
+                      and r.adapter_version >= version), key=lambda p: (p not in trainers, p))
     for peer in ([first] if first else []) + holders:
         try:
             data = transport.request(peer, f"{node.signed.namespace}/adapter",
@@ -62,10 +63,6 @@ def fetch_request(store: AdapterStore, version: int, gguf: bool) -> bytes:
     """Ask for `version`; naming the version we hold lets the peer send just the delta."""
     held = store.latest()
     return json.dumps({"version": version, "have": held.version if held else -1, "gguf": gguf}).encode()
-
-
-def trainer_peers(node) -> set[str]:
-    return {r.peer_id for r in node.view.records if r.role == "trainer"}
 
 
 class RolloutWorker:
@@ -121,15 +118,14 @@ class RolloutWorker:
             self.need = 0  # on-policy: generate only with the version the trainer trains; ask it again
         if trainers and self.need <= 0:
             return False  # the trainer has enough for now
-        if len(list(self.spool.glob("*.chunk"))) >= SPOOL_LIMIT:
-            self.stop_event.wait(SPOOL_FULL_WAIT_S)  # no trainer for a while: refresh the spool slowly
         started = time.perf_counter()
         envelope, samples, tokens, gen_s = self._generate(held.version)
         sent = self._send(envelope, trainers) if trainers else False
-        if not sent:
-            self._spool(envelope)
+        spool_full = not sent and self._spool(envelope)
         self.metrics.write("chunk", version=held.version, samples=samples, tokens=tokens, gen_s=gen_s,
                            busy_s=time.perf_counter() - started, engine=self.engine.name, sent=sent)
+        if spool_full:
+            self.stop_event.wait(SPOOL_FULL_WAIT_S)
         return True
 
     def _adopt_newest(self, trainers):
@@ -206,15 +202,18 @@ class RolloutWorker:
             return True  # delivered; a refusal (e.g. stale) is final, resending would not help
         return False
 
-    def _spool(self, envelope: bytes) -> None:
+    def _spool(self, envelope: bytes) -> bool:
+        """Keep a signed chunk for later (bounded, the oldest go first); True if the spool was full."""
         files = sorted(self.spool.glob("*.chunk"))
-        for old in files[: max(0, len(files) - SPOOL_LIMIT + 1)]:
+        dropped = files[: max(0, len(files) - SPOOL_LIMIT + 1)]
+        for old in dropped:
             old.unlink(missing_ok=True)
             log.warning("spool full: dropped the oldest chunk %s", old.name)
         path = self.spool / f"{time.time_ns()}.chunk"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(envelope)
         tmp.rename(path)
+        return bool(dropped)
 
     def _flush_spool(self, trainers) -> bool | None:
         """Send spooled chunks first, oldest first. False if a trainer is still unreachable."""

@@ -121,7 +121,8 @@ class TrainerWorker:
             log.info("taking over training from adapter v%d", latest.version)
         if self.store.latest() is None or self.store.latest().version != self.step:
             self._publish()
-        self.versions[self.step] = self.policy.adapter_tensors()
+        if self.step not in self.versions:
+            self.versions[self.step] = self.policy.adapter_tensors()
         self._advertise()
 
     def _restore_accounting(self, meta: dict) -> None:
@@ -145,9 +146,10 @@ class TrainerWorker:
             steps = 1 + ASYNC_LOOKAHEAD_STEPS
         return max(0, steps * self.m.grpo.prompts_per_step - sum(len(a.chunk.groups) for a in self.buffer))
 
-    def status(self) -> bytes:
-        """The reply to a rollout's status poll: our newest version and the groups we need."""
-        return json.dumps({"ok": True, "need": self._need(), "version": self._version()}).encode()
+    def status(self, **verdict) -> bytes:
+        """Our newest version and the groups we need: the reply to a status poll, and (with the
+        chunk's verdict, ok / reason) to every chunk."""
+        return json.dumps({"ok": True, **verdict, "need": self._need(), "version": self._version()}).encode()
 
     # -- intake -----------------------------------------------------------------------------
 
@@ -163,7 +165,7 @@ class TrainerWorker:
                 self.ready.notify_all()
         except Rejected as e:
             self.count_rejection(remote, e)
-            return json.dumps({"ok": False, "reason": e.reason, "need": self._need(), "version": self._version()}).encode()
+            return self.status(ok=False, reason=e.reason)
         return self.status()
 
     def count_rejection(self, remote: str, e: Rejected) -> None:
@@ -259,7 +261,6 @@ class TrainerWorker:
         self.acct["consumed"] += len(batch)
         self.consumed_digests += [item.digest for item in batch]
         if self.step % self.m.sync.publish_every == 0 or self.step >= self.m.grpo.steps:
-            self.versions[self.step] = self.policy.adapter_tensors()  # before anyone can hear of it
             self._publish()
             for v in [v for v in self.versions if v < self.step - self.m.sync.staleness]:
                 del self.versions[v]
@@ -304,7 +305,7 @@ class TrainerWorker:
         from nodes.trainer.adapters import adapter_bytes, pack_delta
 
         parent = self.store.latest()
-        tensors = self.policy.adapter_tensors()
+        tensors = self.versions[self.step] = self.policy.adapter_tensors()  # scorable before announced
         weights = adapter_bytes(tensors)
         config = self.policy.peft_config_dict()
         config["revision"] = f"v{self.step}"
