@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # On CPU-only machines this exact pin takes the local CPU wheel instead of several GB of CUDA packages.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test test-fast install lint bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The inner loop: everything but the tests marked slow (real node processes, long runs).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check swarm nodes crypto scenarios tests benchmarks

@@ -36,15 +36,15 @@ import numpy as np
 from crypto.envelope import sign_envelope, verify_envelope
 from crypto.identity import Identity
 from crypto.sealing import SealContext, open_sealed, seal
-from nodes import trajectory
-from nodes.trainer.intake import CHUNK_TYPE, open_chunk
-from nodes.trajectory import ChunkLimits, chunk_digest, decode_chunk, new_chunk_id
-from swarm.transport import Transport
+from nodes.trainer.intake import open_chunk
+from swarm import chunk as trajectory
+from swarm.chunk import CHUNK_TYPE, ChunkLimits, chunk_digest, decode_chunk, new_chunk_id
+from swarm.transport import Transport, make_transport
 
 RUN_ID, VOCAB, PROMPT_TOKENS = "bench-run", 32000, 24
 ACK = b'{"ok":true}'
 LIMITS = ChunkLimits(vocab_size=VOCAB)
-MAX_REQUEST = LIMITS.max_bytes + 128 * 1024  # as nodes/roles_runtime.py serves `chunks`
+MAX_REQUEST = LIMITS.sealed_bytes  # as nodes/services.py serves `chunks`
 SIZES = {  # label -> (groups, completions per group, tokens per completion), (quick, normal) repeats
     "4x8x16": ((4, 8, 16), (20, 200)),  # PROMPTS_PER_CHUNK x grpo.group_size x short completions
     "64x16x128": ((64, 16, 128), (5, 25)),  # 131072 tokens x (int32 id + float32 log-prob) ~ 1 MiB
@@ -160,7 +160,7 @@ def main() -> None:
         start_dht(dhts)
         start_dht(dhts, initial_peers=[str(m) for m in dhts[0].get_visible_maddrs()])
         for dht in dhts:  # one by one, so a failed start still closes the first
-            transports.append(Transport(dht))
+            transports.append(make_transport("p2p", dht=dht))
         rx, tx = transports
         rx.serve("bench/raw", lambda _r, _d: ACK, max_request=MAX_REQUEST)
         rx.serve("bench/raw_decode", lambda _r, d: decode_chunk(d, limits=LIMITS) and ACK, max_request=MAX_REQUEST)

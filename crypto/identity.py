@@ -178,8 +178,7 @@ class Identity:
     @property
     def peer_id(self) -> str:
         """libp2p peer id: base58btc(identity multihash of the ``PublicKey`` protobuf {1: 1, 2: pub})."""
-        public_pb = b"\x08\x01\x12\x20" + self._pk
-        return _base58btc(bytes([0x00, len(public_pb)]) + public_pb)
+        return peer_id_of(self._pk)
 
     def hpke_public(self, suite: str = "x25519") -> bytes:
         """HPKE recipient public key bytes for ``suite`` (32 bytes; 1184 + 32 for the hybrid)."""
@@ -227,6 +226,15 @@ class Identity:
 
     def __reduce__(self):  # keep the seed out of pickles and logs by accident
         raise TypeError("Identity objects are not picklable; save() them to a 0600 file instead")
+
+
+def peer_id_of(public_key: bytes) -> str:
+    """The libp2p peer id of a raw Ed25519 public key: base58btc(identity multihash of the
+    ``PublicKey`` protobuf {1: KeyType Ed25519, 2: key}); what libp2p authenticates on a stream."""
+    if not isinstance(public_key, (bytes, bytearray)) or len(public_key) != 32:
+        raise ValueError("an Ed25519 public key is exactly 32 bytes")
+    public_pb = b"\x08\x01\x12\x20" + bytes(public_key)
+    return _base58btc(bytes([0x00, len(public_pb)]) + public_pb)
 
 
 def key_id_of(public_key: bytes) -> str:

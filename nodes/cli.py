@@ -1,7 +1,8 @@
 """`swarm`: one console script, a subcommand per job.
 
-Only argparse is imported up front so `swarm --help` is instant; each subcommand imports its
-heavy dependencies (torch, hivemind) when it runs. Expected failures (bad manifest, unreadable
+Only argparse and the manifest schema (whose fields give `swarm init` its defaults and help) are
+imported up front, so `swarm --help` is instant; each subcommand imports its heavy dependencies
+(torch, hivemind) when it runs. Expected failures (bad manifest, unreadable
 key, unreachable peers) are reported as one line naming the problem and the fix, exit code 2.
 """
 from __future__ import annotations
@@ -19,7 +20,25 @@ class CliError(Exception):
     """An expected, user-facing failure: printed without a traceback."""
 
 
+def _doc(section: type, name: str) -> str:
+    """A manifest field's docstring, as argparse help (which formats '%')."""
+    from swarm.manifest import field_docs
+
+    return field_docs(section)[name].replace("%", "%%")
+
+
+def _setting(section: type, name: str, metavar: str) -> dict:
+    """add_argument keywords for a flag that sets one manifest field: its default, type and help
+    are the field's own (declared once, in swarm.manifest)."""
+    default = getattr(section, name)
+    return {"default": default, "type": type(default), "metavar": metavar,
+            "help": f"{_doc(section, name)} (default: %(default)s)"}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from swarm.manifest import GrpoSection, ModelSection, RunSection, SwarmSection, SyncSection, TaskSection
+    from swarm.sync import SYNC_MODES
+
     p = argparse.ArgumentParser(prog="swarm", description="Echo Swarm: peer-to-peer RL post-training on LoRA.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -31,20 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="manifest file to write (TOML)")
     s.add_argument("--owner-key", required=True, help="owner key file (from `swarm keygen`)")
     s.add_argument("--run-id", default=None, help="run name (default: derived from time)")
-    s.add_argument("--task", default="sort-digits", help="task name: sort-digits | jsonl")
-    s.add_argument("--task-option", action="append", default=[], metavar="K=V", help="task option, repeatable")
-    s.add_argument("--base", default="tiny", help="base model: 'tiny' (embedded), HF id or local dir")
-    s.add_argument("--mode", choices=("async", "sequential"), default="async", help="sync mode")
-    s.add_argument("--staleness", type=int, default=2, help="S: max policy lag in async mode")
-    s.add_argument("--publish-every", type=int, default=1, help="kappa: publish an adapter every k steps")
-    s.add_argument("--steps", type=int, default=100, help="trainer steps in the run")
-    s.add_argument("--trainer-slots", type=int, default=1)
+    s.add_argument("--task", **_setting(TaskSection, "name", "NAME"))
+    s.add_argument("--task-option", action="append", default=[], metavar="K=V",
+                   help=f"task option, repeatable: {_doc(TaskSection, 'options')}")
+    s.add_argument("--base", **_setting(ModelSection, "base", "BASE"))
+    s.add_argument("--mode", choices=SYNC_MODES, **_setting(SyncSection, "mode", "|".join(SYNC_MODES)))
+    s.add_argument("--staleness", **_setting(SyncSection, "staleness", "S"))
+    s.add_argument("--publish-every", **_setting(SyncSection, "publish_every", "KAPPA"))
+    s.add_argument("--steps", **_setting(GrpoSection, "steps", "N"))
+    s.add_argument("--trainer-slots", **_setting(SwarmSection, "trainer_slots", "N"))
     s.add_argument("--trainer-key", action="append", default=[], metavar="KEYID",
-                   help="key id allowed to train (repeatable); none: any capable node may train")
+                   help=f"repeatable: {_doc(SwarmSection, 'trainer_keys')}")
     s.add_argument("--rollout-key", action="append", default=[], metavar="KEYID",
-                   help="key id allowed to roll out (repeatable); none: open swarm")
-    s.add_argument("--announce-period", type=float, default=5.0, help="seconds between NodeInfo refreshes")
-    s.add_argument("--seed", type=int, default=0)
+                   help=f"repeatable: {_doc(SwarmSection, 'rollout_keys')}")
+    s.add_argument("--announce-period", **_setting(SwarmSection, "announce_period_s", "SECONDS"))
+    s.add_argument("--seed", **_setting(RunSection, "seed", "N"))
 
     s = sub.add_parser("node", help="run a node: join the swarm, advertise, take a role")
     s.add_argument("--run", required=True, help="signed run manifest")

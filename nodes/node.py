@@ -2,8 +2,9 @@
 
 Every announce period the node re-publishes its signed NodeInfo (which expires unless
 refreshed), reads the live swarm, and recomputes roles with the same pure function every other
-node runs. Role workers (rollout, trainer) plug in through `on_role_change`; this module knows
-nothing of RL. The node's view is also written to `WORKDIR/status.json` for tools and tests.
+node runs. Role workers (rollout, trainer) plug in through `on_role_change` and see the swarm only
+through the typed questions below (`trainers`, `members`, `holders`) and `advertise`; this
+module knows nothing of RL. The node's view is also written to `WORKDIR/status.json`.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from pathlib import Path
 from crypto.identity import Identity
 from swarm.manifest import SignedManifest
 from swarm.membership import Membership, SwarmView
-from swarm.records import Hardware, NodeInfo
-from swarm.roles import assign_roles
+from swarm.records import Hardware, NodeInfo, TrainerState
+from swarm.roles import assign_roles, trainers_of
 
 log = logging.getLogger("echo_swarm.node")
 SOFTWARE = "echo-swarm 0.1.0"
@@ -50,10 +51,11 @@ class Node:
         self.options = options
         self.hardware = hardware
         self.decode_tok_s = decode_tok_s
+        self.peer_id = identity.peer_id  # the key is the libp2p identity: the DHT will report the same
         self.role = "joining"
         self.state = "starting"
         self.adapter_version = -1
-        self.extra: dict = {}
+        self.trainer_state = TrainerState()
         self.on_role_change: Callable[[str, str], None] | None = None
         self.membership = Membership(
             signed,
@@ -72,7 +74,7 @@ class Node:
 
     def start(self) -> None:
         self.membership.start()
-        self.peer_id = self.membership.peer_id
+        assert self.membership.peer_id == self.peer_id, "the DHT runs under another identity than our key"
         self.maddrs = self.membership.visible_maddrs()
         self.state = "ready"
 
@@ -94,7 +96,7 @@ class Node:
             software=SOFTWARE,
             issued_at=now,
             expires_at=now + self.signed.manifest.record_ttl,
-            extra=self.extra,
+            trainer=self.trainer_state,
         )
 
     def tick(self) -> None:
@@ -107,13 +109,35 @@ class Node:
         new_role = assign_roles(self.view.records, self.signed.manifest)[self.peer_id]
         if new_role != self.role:
             old, self.role = self.role, new_role
-            trainers = [r.peer_id[-8:] for r in self.view.records if r.role == "trainer" and r.peer_id != self.peer_id]
+            trainers = [r.peer_id[-8:] for r in self.trainers()]
             log.info("role %s -> %s (%d live nodes, other trainers: %s)", old, new_role, len(self.view.records),
                      ", ".join(trainers) or "none")
             if self.on_role_change is not None:
                 self.on_role_change(old, new_role)
             self.membership.publish(self.record())  # tell the swarm at once, not a period later
         self.write_status()
+
+    # -- what workers may ask of the swarm -------------------------------------------------------
+
+    def trainers(self) -> list[NodeInfo]:
+        """Other live nodes the role function names trainer (never what a record says of itself)."""
+        return [r for r in trainers_of(self.view.records, self.signed.manifest) if r.peer_id != self.peer_id]
+
+    def members(self) -> dict[str, bytes]:
+        """key id -> Ed25519 public key of every live member allowed by the manifest."""
+        m = self.signed.manifest
+        return {r.key_id: bytes.fromhex(r.public_key) for r in self.view.records if m.member_allowed(r.key_id)}
+
+    def holders(self, version: int) -> list[NodeInfo]:
+        """Other live nodes whose record says they hold `version` or newer."""
+        return [r for r in self.view.records if r.peer_id != self.peer_id and r.adapter_version >= version]
+
+    def advertise(self, *, adapter_version: int | None = None, trainer: TrainerState | None = None) -> None:
+        """Change what our next record says (published within an announce period)."""
+        if adapter_version is not None:
+            self.adapter_version = adapter_version
+        if trainer is not None:
+            self.trainer_state = trainer
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

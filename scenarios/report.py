@@ -1,7 +1,7 @@
 """What a simulated run did: summary.json, two plots and a text sparkline, from metrics.jsonl.
 
 Everything here is computed from the metrics contract alone (each node's WORKDIR/metrics.jsonl,
-one JSON object per line: trainer `step` / `accounting` / `done`, rollout `chunk`, any `role`),
+the typed events of `nodes.metrics`: trainer `step` / `accounting` / `done`, rollout `chunk`, any `role`),
 so a summary can be rebuilt from a run directory, and the tests drive it with a synthetic one.
 
 Definitions (also in summary.json's `definitions`):
@@ -11,7 +11,7 @@ Definitions (also in summary.json's `definitions`):
 - its production window: from its first chunk's start (t - gen_s) to its last chunk's t;
   chunks/s are over that window; effective tokens/s = sum(tokens) / sum(busy_s), busy_s being a
   chunk's generate + sign + seal + send time (what it can deliver, overheads included, not
-  counting time spent idle because the trainer had enough data; without busy_s: over the window);
+  counting time spent idle because the trainer had enough data);
 - adoption delay of a rollout node (its T_bcast): median over versions v of the time from v's
   publication (the first step event carrying v) to the start of the node's first chunk made with
   v or newer; versions it never used are left out;
@@ -28,6 +28,8 @@ import json
 from collections import Counter
 from pathlib import Path
 from statistics import fmean, median
+
+from nodes.metrics import read_event
 
 BUSY_OK = 0.9
 MIN_STEADY_STEPS = 3
@@ -70,33 +72,14 @@ class MetricsTail:
         events = []
         for line in filter(str.strip, lines):
             try:
-                event = json.loads(line)
+                event = read_event(json.loads(line))
             except ValueError:
                 event = None
-            if _valid(event):
+            if event is not None:
                 events.append(event)
             else:
                 self.malformed += 1
         return events
-
-
-_NUMBERS = {  # the numeric fields each kind must carry; anything else of that kind is malformed
-    "step": ("t", "step", "version", "reward_mean", "samples", "step_s", "wait_s"),
-    "accounting": ("t", "accepted", "consumed", "buffered"),
-    "done": ("t",),
-    "chunk": ("t", "version", "samples", "tokens", "gen_s"),
-    "role": ("t",),
-}
-
-
-def _valid(event) -> bool:
-    """Known kinds carry their fields (unknown kinds pass: newer nodes may log more)."""
-    if not isinstance(event, dict) or not isinstance(event.get("kind"), str):
-        return False
-    numbers = all(isinstance(event.get(k), (int, float)) and not isinstance(event.get(k), bool)
-                  for k in _NUMBERS.get(event["kind"], ()))
-    tables = all(isinstance(event.get(k, {}), dict) for k in ("lags", "dropped", "rejected"))
-    return numbers and tables and (event["kind"] != "role" or isinstance(event.get("role"), str))
 
 
 def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome: str,
@@ -143,16 +126,15 @@ def _node_summary(spec, evs: list[dict], exit_code, steps: list[dict]) -> dict:
     roles = [e["role"] for e in evs if e["kind"] == "role"]
     tokens, gen_s = sum(int(e["tokens"]) for e in chunks), sum(float(e["gen_s"]) for e in chunks)
     window = chunks[-1]["t"] - (chunks[0]["t"] - chunks[0]["gen_s"]) if chunks else 0.0
-    busy_s = sum(float(e["busy_s"]) for e in chunks) if chunks and all("busy_s" in e for e in chunks) else 0.0
+    busy_s = sum(float(e["busy_s"]) for e in chunks)
     return {
         "role": spec.role, "observed_role": roles[-1] if roles else None, "engine": spec.engine,
-        "engines_reported": sorted({e["engine"] for e in chunks if "engine" in e}), "threads": spec.threads,
+        "engines_reported": sorted({e["engine"] for e in chunks}), "threads": spec.threads,
         "exit_code": exit_code, "chunks": len(chunks),
-        "chunks_unsent": sum(not e.get("sent", True) for e in chunks),
+        "chunks_unsent": sum(not e["sent"] for e in chunks),
         "samples": sum(int(e["samples"]) for e in chunks), "tokens": tokens, "gen_s": round(gen_s, 3),
         "tokens_per_s": round(tokens / gen_s, 1) if gen_s > 0 else None,
-        "effective_tokens_per_s": round(tokens / busy_s, 1) if busy_s > 0 else (
-            round(tokens / window, 1) if window > 0 else None),
+        "effective_tokens_per_s": round(tokens / busy_s, 1) if busy_s > 0 else None,
         "chunks_per_s": round(len(chunks) / window, 3) if window > 0 else None,
         "adoption_s": _adoption_delay(steps, chunks),
         "steps": sum(e["kind"] == "step" for e in evs),

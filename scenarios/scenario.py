@@ -3,6 +3,10 @@
 One TOML file (see `scenarios/default.toml` for every field, documented) parsed into frozen
 dataclasses and validated as a whole, so a typo fails before any process starts, with an error
 that names the file and the field (`default.toml: node[2].engine must be one of ...`).
+
+The `[scenario]` settings are a subset of the run manifest's and take their defaults from its
+sections (`swarm.manifest`); `scenario_manifest` builds the manifest from them with the same
+`nodes.runconfig.build_manifest` as `swarm init`.
 """
 from __future__ import annotations
 
@@ -12,6 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nodes.runconfig import build_manifest
+from swarm.manifest import (
+    ONE_TRAINER,
+    GrpoSection,
+    ManifestError,
+    ModelSection,
+    RunManifest,
+    RunSection,
+    SwarmSection,
+    SyncSection,
+    TaskSection,
+)
+from swarm.sync import SYNC_MODES
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -19,13 +37,13 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROLES = ("trainer", "rollout", "auto")
 ENGINES = ("auto", "transformers", "llamacpp")
-SYNC_MODES = ("sequential", "async")  # the manifest's; checked here too so errors name the scenario
 DEFAULT_SCENARIO = Path(__file__).with_name("default.toml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a valid manifest run id and a directory name
 
 
 class ScenarioError(ValueError):
-    """The scenario file is unreadable or invalid; the message names the file and field."""
+    """The scenario is unreadable, invalid or cannot be run as asked; the message names the file
+    and the field (or the option) at fault."""
 
 
 @dataclass(frozen=True)
@@ -34,22 +52,26 @@ class Settings:
 
     name: str
     """Scenario name; also the manifest's run id. Letters, digits, '.', '_', '-'."""
-    steps: int = 60
+    steps: int = GrpoSection.steps
     """Trainer steps (manifest grpo.steps); the run ends when the trainer logs `done`."""
-    mode: str = "async"
+    mode: str = SyncSection.mode
     """Manifest sync.mode: 'async' (streaming, lag <= S) or 'sequential' (on-policy)."""
-    staleness: int = 2
+    staleness: int = SyncSection.staleness
     """S, manifest sync.staleness."""
-    publish_every: int = 1
+    publish_every: int = SyncSection.publish_every
     """kappa, manifest sync.publish_every."""
-    seed: int = 0
+    seed: int = RunSection.seed
+    """Manifest run.seed."""
     timeout_s: float = 600.0
-    """Hard cap on the whole run (launch to `done`), in seconds."""
+    """Hard cap on the whole run (launch to `done`), in seconds. The simulator's own setting."""
     announce_period_s: float = 2.0
-    """Manifest swarm.announce_period_s: NodeInfo refresh and status.json period."""
-    task: str = "sort-digits"
-    base: str = "tiny"
-    """Base model: 'tiny' (embedded), a Hugging Face id or a local directory."""
+    """Manifest swarm.announce_period_s: NodeInfo refresh and status.json period. Shorter than the
+    manifest's default on purpose: the simulator's live table and its stale-node check read
+    status.json, and nodes on one machine find each other and take roles sooner."""
+    task: str = TaskSection.name
+    """Manifest task.name (with the task's default options)."""
+    base: str = ModelSection.base
+    """Base model (manifest model.base): 'tiny' (embedded), a Hugging Face id or a local directory."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +96,6 @@ class Scenario:
     """How errors name the scenario (its file name)."""
     source_path: str | None = None
     """The file it was read from, copied into the run's out dir."""
-
-    @property
-    def trainer_slots(self) -> int:
-        return max(1, sum(n.role == "trainer" for n in self.nodes))
 
     def with_steps(self, steps: int | None) -> Scenario:
         """The same scenario with `--steps` applied (validated like the file's own value)."""
@@ -156,6 +174,7 @@ _KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "tru
 def _problems(sc: Scenario) -> list[str]:
     s = sc.settings
     names, roles = [n.name for n in sc.nodes], {n.role for n in sc.nodes}
+    trainers = [n.name for n in sc.nodes if n.role == "trainer"]
     rules = [
         (_NAME.match(s.name), "scenario.name must be 1-64 letters, digits, '.', '_' or '-'"),
         (s.steps >= 1, "scenario.steps must be >= 1"),
@@ -166,6 +185,8 @@ def _problems(sc: Scenario) -> list[str]:
         (s.announce_period_s > 0, "scenario.announce_period_s must be > 0"),
         ("trainer" in roles or "auto" in roles, "no node can train: give one node role = \"trainer\""),
         ("rollout" in roles or "auto" in roles, "no node can roll out: add a role = \"rollout\" node"),
+        (len(trainers) <= 1, (f"only one node may have role = \"trainer\" (not {len(trainers)}: "
+                              f"{', '.join(trainers)}): {ONE_TRAINER}")),
     ]
     problems = []  # a node's own mistake first: it also explains a swarm-level one ("no node can train")
     for i, n in enumerate(sc.nodes):
@@ -180,3 +201,22 @@ def _problems(sc: Scenario) -> list[str]:
         if n.threads < 1:
             problems.append(f"node[{i}].threads must be >= 1")
     return problems + [message for ok, message in rules if not ok]
+
+
+def scenario_manifest(scenario: Scenario, owner_key_id: str) -> RunManifest:
+    """The run manifest a scenario stands for: its settings in the manifest's sections, every
+    other field the manifest's default, built and checked like `swarm init`'s. One trainer
+    slot: the validator allows at most one role = "trainer" node, and an "auto" node takes the
+    slot when there is none."""
+    s = scenario.settings
+    try:
+        return build_manifest(
+            RunSection(id=s.name, owner_key_id=owner_key_id, seed=s.seed),
+            model=ModelSection(base=s.base),
+            task=TaskSection(name=s.task),
+            grpo=GrpoSection(steps=s.steps),
+            sync=SyncSection(mode=s.mode, staleness=s.staleness, publish_every=s.publish_every),
+            swarm=SwarmSection(announce_period_s=s.announce_period_s),
+        )
+    except ManifestError as e:
+        raise ScenarioError(f"{scenario.source}: {e}") from None

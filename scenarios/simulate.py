@@ -21,28 +21,13 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from nodes.cli import CliError
 from scenarios.processes import NodeProcess
 from scenarios.report import MetricsTail, sparkline, summarize, write_report
-from scenarios.scenario import Scenario
+from scenarios.scenario import Scenario, ScenarioError, scenario_manifest
 
 RATE_WINDOW_S = 20.0
 QUIET_EVERY_S = 15.0
 EXIT_CODES = {"done": 0, "timeout": 1, "node_exited": 1, "interrupted": 130}
-
-
-def scenario_manifest(scenario: Scenario, owner):
-    """The run manifest a scenario stands for, built by the same code as `swarm init`."""
-    from nodes.cli import build_parser
-    from nodes.commands.init import build_manifest
-
-    s = scenario.settings
-    argv = ["init", "--out", "-", "--owner-key", "-", "--run-id", s.name,
-            "--task", s.task, "--base", s.base, "--mode", s.mode, "--staleness", str(s.staleness),
-            "--publish-every", str(s.publish_every), "--steps", str(s.steps),
-            "--trainer-slots", str(scenario.trainer_slots), "--announce-period", str(s.announce_period_s),
-            "--seed", str(s.seed)]
-    return build_manifest(build_parser().parse_args(argv), owner)
 
 
 def prepare(scenario: Scenario, out: Path) -> tuple[Path, dict]:
@@ -51,16 +36,17 @@ def prepare(scenario: Scenario, out: Path) -> tuple[Path, dict]:
     from swarm.manifest import load_manifest, sign_manifest, write_manifest
 
     if out.exists() and any(out.iterdir()):
-        raise CliError(f"--out {out} already exists and is not empty; choose a new directory")
+        raise ScenarioError(f"--out {out} already exists and is not empty; choose a new directory")
+    owner = Identity.generate()
+    manifest = scenario_manifest(scenario, owner.key_id)  # a bad setting fails before anything is written
     (out / "keys").mkdir(parents=True, exist_ok=True)
     if scenario.source_path:
         shutil.copyfile(scenario.source_path, out / "scenario.toml")
-    owner = Identity.generate()
     owner.save(out / "keys" / "owner.key")
     for spec in scenario.nodes:
         Identity.generate().save(out / "keys" / f"{spec.name}.key")
     run = out / "run.toml"
-    write_manifest(sign_manifest(scenario_manifest(scenario, owner), owner), run)
+    write_manifest(sign_manifest(manifest, owner), run)
     grpo = load_manifest(run).manifest.grpo  # exactly what the nodes will verify and read
     return run, {"prompts_per_step": grpo.prompts_per_step, "group_size": grpo.group_size,
                  "max_new_tokens": grpo.max_new_tokens}

@@ -4,17 +4,26 @@ The owner writes it with `swarm init`; every node verifies it before joining. Th
 Ed25519 over DSSE's PAE of the canonical JSON of every table except `[signature]`, and the
 sha256 of that canonical JSON (the *digest*) names the swarm: it prefixes every DHT key and is
 stamped into every record, so nodes of differently configured runs can never mix.
+
+The section dataclasses below are the typed run config: each field's default and docstring are
+the one declaration of that setting. `swarm init` takes its flags' defaults and help from them,
+scenarios their `[scenario]` defaults, and `nodes.runconfig.build_manifest` builds a manifest
+from sections for `swarm init`, `swarm simulate` and `swarm baseline` alike.
 """
 from __future__ import annotations
 
+import ast
 import base64
 import dataclasses
+import functools
 import hashlib
+import itertools
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import tomllib
@@ -22,12 +31,13 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from crypto.canonical import canonical_json
-from crypto.envelope import pae
-from crypto.identity import Identity, key_id_of, verify_signature
+from swarm.sync import SYNC_MODES
+
+if TYPE_CHECKING:
+    from crypto.identity import Identity
 
 MANIFEST_TYPE = "application/vnd.echo-swarm.manifest+json"
 MAX_MANIFEST_BYTES = 64 * 1024
-SYNC_MODES = ("sequential", "async")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -39,6 +49,8 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class RunSection:
+    """`[run]`: what the run is and who owns it."""
+
     id: str
     """Human-chosen run name; letters, digits, '.', '_' and '-'."""
     owner_key_id: str
@@ -49,8 +61,10 @@ class RunSection:
 
 @dataclass(frozen=True)
 class ModelSection:
+    """`[model]`: the base model every node loads."""
+
     base: str = "tiny"
-    """'tiny' (the embedded model), a Hugging Face id, or a local directory."""
+    """Base model: 'tiny' (the embedded model), a Hugging Face id, or a local directory."""
     sha256: str = ""
     """sha256 of the base weights file (model.safetensors); nodes refuse a different base."""
     gguf: str = ""
@@ -59,52 +73,88 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class TaskSection:
+    """`[task]`: what the swarm learns, and how rewards are verified."""
+
     name: str = "sort-digits"
+    """Task: 'sort-digits' (the built-in demo) or 'jsonl' (prompts and answers from a file)."""
     options: dict = field(default_factory=dict)
+    """The task's own settings, e.g. min_digits/max_digits (sort-digits), path/match/sha256 (jsonl)."""
 
 
 @dataclass(frozen=True)
 class LoraSection:
+    """`[lora]`: the shape of the adapter that is trained and shared."""
+
     r: int = 8
+    """LoRA rank."""
     alpha: int = 16
+    """LoRA alpha: the adapter's update is scaled by alpha / r."""
     targets: tuple = LORA_TARGETS
+    """Projection modules that get a LoRA adapter (a subset of q/k/v/o/gate/up/down_proj)."""
 
 
 @dataclass(frozen=True)
 class GrpoSection:
+    """`[grpo]`: the trainer's batch and optimiser, and the rollouts' sampling."""
+
     prompts_per_step: int = 32
+    """Prompt groups in one trainer step's batch."""
     group_size: int = 8
+    """Completions sampled per prompt; advantages are relative to the group, so at least 2."""
     max_new_tokens: int = 7
+    """Most tokens generated per completion."""
+    prompts_per_chunk: int = 4
+    """Prompt groups per trajectory chunk: with group_size and max_new_tokens, the largest chunk a
+    trainer accepts (checked before any work on it); at most prompts_per_step."""
+    max_prompt_tokens: int = 512
+    """Longest prompt, in tokens, a trainer accepts in a chunk."""
     temperature: float = 1.0
+    """Sampling temperature of the rollouts; the trainer scores log-probs at the same temperature."""
     lr: float = 2e-3
+    """Adam learning rate of the LoRA weights."""
     clip: float = 0.2
+    """PPO clip range: the ratio new / behaviour policy is clipped to [1 - clip, 1 + clip]."""
     kl_coef: float = 0.0
+    """Weight of the KL penalty (k3 estimator) to the base model; 0 turns it off."""
     grad_clip: float = 1.0
+    """Largest global gradient norm of a step; larger gradients are scaled down to it."""
     steps: int = 100
     """Trainer steps in the run; the trainer stops publishing after the last one."""
 
 
 @dataclass(frozen=True)
 class SyncSection:
+    """`[sync]`: ECHO's sync mode and its staleness bound (the rules are in swarm.sync)."""
+
     mode: str = "async"
     """'sequential' (on-policy, pull) or 'async' (streaming, staleness bounded by S)."""
     staleness: int = 2
-    """S: a chunk made with version x is used at step t only if t - x <= S."""
+    """S: in async mode a chunk made with version x is used at step t only if t - x <= S."""
     publish_every: int = 1
     """kappa: the trainer publishes a new adapter version every kappa steps."""
 
 
+ONE_TRAINER = "trainers cannot yet train together (two would publish competing adapter chains)"
+"""Why a run has exactly one trainer slot, for every message that refuses more."""
+
+
 @dataclass(frozen=True)
 class SwarmSection:
+    """`[swarm]`: who may join and in which role, and how often nodes announce themselves."""
+
     trainer_slots: int = 1
+    """Nodes that train at once. Must be 1 for now: trainers cannot yet train together (two would
+    publish competing adapter chains)."""
     trainer_keys: tuple = ()
     """Key ids allowed to train; empty means any capable node may."""
     rollout_keys: tuple = ()
     """Key ids allowed to roll out; empty means an open swarm."""
     min_trainer_memory_gb: float = 1.0
+    """Least memory (GB) a node must have for training to be eligible as a trainer."""
     announce_period_s: float = 5.0
-    """How often a node refreshes its NodeInfo; records expire after max(2 x period, skew)."""
+    """Seconds between a node's NodeInfo refreshes; records expire after max(2 x period, skew)."""
     clock_skew_s: float = 5.0
+    """Clock difference tolerated between nodes, seconds: the shortest lifetime of a record."""
 
 
 @dataclass(frozen=True)
@@ -158,11 +208,32 @@ _SECTIONS = {
 }
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field of a dataclass to its docstring (the string under it), whitespace collapsed:
+    the one description of a setting, also shown by `swarm init --help`."""
+    return _attribute_docs(sys.modules[cls.__module__].__file__).get(cls.__qualname__, {})
+
+
+@functools.cache
+def _attribute_docs(path: str) -> dict[str, dict[str, str]]:
+    """Class name -> {attribute: docstring} for every class of a source file (parsed once)."""
+    docs: dict[str, dict[str, str]] = {}
+    for node in ast.parse(Path(path).read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ClassDef):
+            docs[node.name] = {
+                a.target.id: " ".join(b.value.value.split())
+                for a, b in itertools.pairwise(node.body)
+                if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr)
+                and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)
+            }
+    return docs
+
+
 def parse_manifest(body: dict[str, Any]) -> RunManifest:
     """Typed, validated manifest from a plain dict; errors name the offending field."""
     unknown = set(body) - set(_SECTIONS)
     if unknown:
-        raise ManifestError(f"unknown table [{sorted(unknown)[0]}]; known: {', '.join(_SECTIONS)}")
+        raise ManifestError(f"unknown table [{min(unknown)}]; known: {', '.join(_SECTIONS)}")
     if "run" not in body:
         raise ManifestError("missing table [run] (needs id and owner_key_id)")
     sections = {name: _section(name, cls, body.get(name, {})) for name, cls in _SECTIONS.items()}
@@ -224,7 +295,7 @@ def _check(m: RunManifest) -> None:
         (m.sync.mode in SYNC_MODES, f"sync.mode must be one of {SYNC_MODES}"),
         (m.sync.staleness >= 0, "sync.staleness must be >= 0"),
         (m.sync.publish_every >= 1, "sync.publish_every must be >= 1"),
-        (m.swarm.trainer_slots >= 1, "swarm.trainer_slots must be >= 1"),
+        (m.swarm.trainer_slots == 1, f"swarm.trainer_slots must be 1: {ONE_TRAINER}"),
         (m.swarm.announce_period_s > 0, "swarm.announce_period_s must be > 0"),
         (all(_HEX64.match(k) for k in m.swarm.trainer_keys), "swarm.trainer_keys must be key ids (64 hex)"),
         (all(_HEX64.match(k) for k in m.swarm.rollout_keys), "swarm.rollout_keys must be key ids (64 hex)"),
@@ -233,8 +304,14 @@ def _check(m: RunManifest) -> None:
         (m.grpo.group_size >= 2, "grpo.group_size must be >= 2 (advantages are relative to the group)"),
         (m.grpo.prompts_per_step >= 1, "grpo.prompts_per_step must be >= 1"),
         (1 <= m.grpo.max_new_tokens <= 4096, "grpo.max_new_tokens must be in 1..4096"),
+        (1 <= m.grpo.prompts_per_chunk <= m.grpo.prompts_per_step,
+         "grpo.prompts_per_chunk must be in 1..grpo.prompts_per_step"),
+        (1 <= m.grpo.max_prompt_tokens <= 32768, "grpo.max_prompt_tokens must be in 1..32768"),
         (m.grpo.temperature > 0, "grpo.temperature must be > 0"),
-        (m.grpo.lr > 0 and m.grpo.clip > 0, "grpo.lr and grpo.clip must be > 0"),
+        (m.grpo.lr > 0, "grpo.lr must be > 0"),
+        (0 < m.grpo.clip < 1, "grpo.clip must be in (0, 1)"),
+        (m.grpo.kl_coef >= 0, "grpo.kl_coef must be >= 0"),
+        (m.grpo.grad_clip > 0, "grpo.grad_clip must be > 0"),
         (m.grpo.steps >= 1, "grpo.steps must be >= 1"),
     ]
     for ok, message in rules:
@@ -248,6 +325,8 @@ def manifest_body(manifest: RunManifest) -> bytes:
 
 def sign_manifest(manifest: RunManifest, owner: Identity) -> dict[str, Any]:
     """The manifest as a TOML-ready dict with its `[signature]` table."""
+    from crypto.envelope import pae  # signing only: `swarm --help` reads this module's schema
+
     if owner.key_id != manifest.run.owner_key_id:
         raise ManifestError("run.owner_key_id does not match the signing key")
     signature = owner.sign(pae(MANIFEST_TYPE, manifest_body(manifest)))
@@ -283,6 +362,9 @@ def load_manifest(path: str | Path) -> SignedManifest:
 
 
 def verify_manifest(doc: dict[str, Any]) -> SignedManifest:
+    from crypto.envelope import pae
+    from crypto.identity import key_id_of, verify_signature
+
     doc = dict(doc)
     sig = doc.pop("signature", None)
     if not isinstance(sig, dict) or not isinstance(sig.get("public_key"), str) or not isinstance(sig.get("sig"), str):

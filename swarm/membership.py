@@ -13,7 +13,8 @@ from pathlib import Path
 
 from crypto.identity import Identity
 from swarm.manifest import SignedManifest
-from swarm.records import NodeInfo, RecordError, sign_record, verify_record
+from swarm.records import NodeInfo, sign_record, verify_record
+from swarm.rejections import Reason, RecordRejected
 from swarm.validator import RunRecordValidator
 
 log = logging.getLogger(__name__)
@@ -118,16 +119,19 @@ class Membership:
                         item.value, owner_public_key_hex=owner, run_digest=self.signed.digest,
                         expiration_time=item.expiration_time,
                     )
-                except RecordError as e:
-                    self._read_rejections[e.reason] = self._read_rejections.get(e.reason, 0) + 1
+                except RecordRejected as e:
+                    self._count(e.reason)
                     continue
                 if info.expires_at < now:
                     continue
                 if not self.signed.manifest.member_allowed(info.key_id):
-                    self._read_rejections["not_member"] = self._read_rejections.get("not_member", 0) + 1
+                    self._count(Reason.NOT_MEMBER)
                     continue
                 records[info.peer_id] = info
         return SwarmView(sorted(records.values(), key=lambda r: r.peer_id), self.rejections())
+
+    def _count(self, reason: Reason) -> None:
+        self._read_rejections[reason.value] = self._read_rejections.get(reason.value, 0) + 1
 
     def rejections(self) -> dict[str, int]:
         merged = dict(self.validator.rejections())

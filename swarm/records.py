@@ -9,17 +9,17 @@ records under MAX_RECORD_BYTES.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from crypto.canonical import canonical_json, parse_json
 from crypto.envelope import sign_envelope, verify_envelope
 from crypto.errors import CryptoError
-from crypto.identity import Identity, key_id_of
-from swarm.errors import HEX64, RecordError
+from crypto.identity import Identity, key_id_of, peer_id_of
+from swarm.rejections import HEX64, Reason, RecordRejected
 
 NODEINFO_TYPE = "application/vnd.echo-swarm.nodeinfo+json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: typed `trainer` state replaces the untyped `extra` table
 MAX_RECORD_BYTES = 8 * 1024
 ROLES = ("joining", "trainer", "rollout")
 ROLE_PREFS = ("auto", "trainer", "rollout")
@@ -48,6 +48,17 @@ class Hardware:
 
 
 @dataclass(frozen=True)
+class TrainerState:
+    """What a trainer advertises of its progress; the defaults on every other node."""
+
+    version: int = -1
+    """Newest adapter version it published."""
+    step: int = 0
+    need: int = 0
+    """Prompt groups it can still use (`swarm.sync.groups_needed`)."""
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     run_digest: str
     peer_id: str
@@ -68,8 +79,8 @@ class NodeInfo:
     software: str
     issued_at: float
     expires_at: float
-    extra: dict = field(default_factory=dict)
-    """Small role-specific fields (e.g. trainer step); later issues add keys here."""
+    trainer: TrainerState = TrainerState()
+    """Progress of a trainer (only meaningful while the role function names it trainer)."""
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,7 +95,7 @@ def sign_record(info: NodeInfo, identity: Identity) -> bytes:
     payload = canonical_json(info.to_dict())
     envelope = sign_envelope(NODEINFO_TYPE, payload, [identity])
     if len(envelope) > MAX_RECORD_BYTES:
-        raise RecordError("oversize", f"own record is {len(envelope)} bytes > {MAX_RECORD_BYTES}")
+        raise RecordRejected(Reason.OVERSIZE, f"own record is {len(envelope)} bytes > {MAX_RECORD_BYTES}")
     return envelope
 
 
@@ -93,11 +104,11 @@ def verify_record(
 ) -> NodeInfo:
     """Check that `envelope` is a NodeInfo of this run signed by the owner named in the subkey."""
     if not isinstance(envelope, bytes):
-        raise RecordError("schema", "record value is not bytes")
+        raise RecordRejected(Reason.SCHEMA, "record value is not bytes")
     if len(envelope) > MAX_RECORD_BYTES:
-        raise RecordError("oversize", f"{len(envelope)} bytes > {MAX_RECORD_BYTES}")
+        raise RecordRejected(Reason.OVERSIZE, f"{len(envelope)} bytes > {MAX_RECORD_BYTES}")
     if not HEX64.match(owner_public_key_hex or ""):
-        raise RecordError("wrong_owner", "subkey is not an Ed25519 public key")
+        raise RecordRejected(Reason.WRONG_OWNER, "subkey is not an Ed25519 public key")
     public_key = bytes.fromhex(owner_public_key_hex)
     try:
         verified = verify_envelope(
@@ -108,14 +119,16 @@ def verify_record(
         )
         doc = parse_json(verified.payload, max_size=MAX_RECORD_BYTES)
     except CryptoError as e:
-        raise RecordError("bad_signature", str(e)) from None
+        raise RecordRejected(Reason.BAD_SIGNATURE, str(e)) from None
     info = _decode(doc)
     if info.public_key != owner_public_key_hex or info.key_id != key_id_of(public_key):
-        raise RecordError("wrong_owner", "record describes another key than the one that signed it")
+        raise RecordRejected(Reason.WRONG_OWNER, "record describes another key than the one that signed it")
+    if info.peer_id != peer_id_of(public_key):  # else one key could stand in for another node
+        raise RecordRejected(Reason.WRONG_PEER_ID, "record names a peer id that is not its signing key's")
     if info.run_digest != run_digest:
-        raise RecordError("wrong_run", "record belongs to another run manifest")
+        raise RecordRejected(Reason.WRONG_RUN, "record belongs to another run manifest")
     if expiration_time is not None and abs(expiration_time - info.expires_at) > 1e-3:
-        raise RecordError("expiry_mismatch", "DHT expiration differs from the signed expires_at")
+        raise RecordRejected(Reason.EXPIRY_MISMATCH, "DHT expiration differs from the signed expires_at")
     return info
 
 
@@ -124,7 +137,7 @@ def _decode(doc: Any) -> NodeInfo:
     try:
         _expect_keys(doc, {f.name for f in dataclasses.fields(NodeInfo)}, "record")
         if doc["schema"] != SCHEMA_VERSION:
-            raise RecordError("schema", f"unsupported schema version {doc['schema']!r}")
+            raise RecordRejected(Reason.SCHEMA, f"unsupported schema version {doc['schema']!r}")
         hw = doc["hardware"]
         _expect_keys(hw, {f.name for f in dataclasses.fields(Hardware)}, "hardware")
         hardware = Hardware(
@@ -159,30 +172,35 @@ def _decode(doc: Any) -> NodeInfo:
             software=_typed(doc["software"], str, "software", max_len=64),
             issued_at=float(_typed(doc["issued_at"], (int, float), "issued_at")),
             expires_at=float(_typed(doc["expires_at"], (int, float), "expires_at")),
-            extra=_typed(doc["extra"], dict, "extra", max_len=32),
+            trainer=_trainer_state(doc["trainer"]),
         )
     except (KeyError, IndexError, TypeError) as e:
-        raise RecordError("schema", f"malformed record ({e})") from None
+        raise RecordRejected(Reason.SCHEMA, f"malformed record ({e})") from None
     return info
+
+
+def _trainer_state(raw: Any) -> TrainerState:
+    _expect_keys(raw, {f.name for f in dataclasses.fields(TrainerState)}, "trainer")
+    return TrainerState(**{k: _typed(raw[k], int, f"trainer.{k}") for k in ("version", "step", "need")})
 
 
 def _expect_keys(doc: Any, keys: set[str], where: str) -> None:
     if not isinstance(doc, dict) or set(doc) != keys:
         got = set(doc) if isinstance(doc, dict) else type(doc).__name__
-        raise RecordError("schema", f"{where} fields {got} != expected {sorted(keys)}")
+        raise RecordRejected(Reason.SCHEMA, f"{where} fields {got} != expected {sorted(keys)}")
 
 
 def _typed(value: Any, kind: type | tuple, where: str, max_len: int | None = None) -> Any:
     if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise RecordError("schema", f"{where} must be {kind}, not a boolean")
+        raise RecordRejected(Reason.SCHEMA, f"{where} must be {kind}, not a boolean")
     if not isinstance(value, kind):
-        raise RecordError("schema", f"{where} has type {type(value).__name__}")
+        raise RecordRejected(Reason.SCHEMA, f"{where} has type {type(value).__name__}")
     if max_len is not None and len(value) > max_len:
-        raise RecordError("schema", f"{where} is longer than {max_len}")
+        raise RecordRejected(Reason.SCHEMA, f"{where} is longer than {max_len}")
     return value
 
 
 def _choice(value: Any, choices: tuple, where: str) -> str:
     if value not in choices:
-        raise RecordError("schema", f"{where} must be one of {choices}")
+        raise RecordRejected(Reason.SCHEMA, f"{where} must be one of {choices}")
     return value

@@ -64,3 +64,12 @@ def assign_roles(records: Iterable[NodeInfo], manifest: RunManifest) -> dict[str
             trainers[trainers.index(weakest)] = challenger
     chosen = {r.peer_id for r in trainers}
     return {r.peer_id: TRAINER if r.peer_id in chosen else ROLLOUT for r in nodes}
+
+
+def trainers_of(records: Iterable[NodeInfo], manifest: RunManifest) -> list[NodeInfo]:
+    """The records the role function names trainer: the only nodes whose adapter versions anyone
+    accepts and to whom chunks are sealed. What a record says of its own role never counts here
+    (a member claiming `role: trainer` is still a rollout to everyone else)."""
+    records = list(records)
+    roles = assign_roles(records, manifest)
+    return [r for r in records if roles.get(r.peer_id) == TRAINER and manifest.trainer_allowed(r.key_id)]

@@ -17,11 +17,12 @@ from hivemind.dht.routing import DHTID
 from hivemind.dht.validation import DHTRecord, RecordValidatorBase
 from hivemind.utils.serializer import MSGPackSerializer
 
-from swarm.records import RecordError, verify_record
+from swarm.records import verify_record
+from swarm.rejections import Reason, RecordRejected
 
 log = logging.getLogger(__name__)
 
-REASONS = ("unknown_key", "schema", "oversize", "bad_signature", "wrong_owner", "wrong_run", "expiry_mismatch")
+REASONS = tuple(Reason)  # slots of the shared-memory counters
 
 
 def dht_key_id(key: str) -> bytes:
@@ -42,15 +43,15 @@ class RunRecordValidator(RecordValidatorBase):
         check = self._checks.get(record.key)
         try:
             if check is None:
-                raise RecordError("unknown_key", "key is not one of this run's keys")
+                raise RecordRejected(Reason.UNKNOWN_KEY, "key is not one of this run's keys")
             check(record)
             return True
-        except RecordError as e:
+        except RecordRejected as e:
             self._count(e.reason)
             log.warning("rejected DHT record: %s", e)
             return False
         except Exception as e:  # a validator must never take the DHT down
-            self._count("schema")
+            self._count(Reason.SCHEMA)
             log.warning("rejected DHT record: schema: %r", e)
             return False
 
@@ -59,20 +60,20 @@ class RunRecordValidator(RecordValidatorBase):
             owner = MSGPackSerializer.loads(record.subkey)
             envelope = MSGPackSerializer.loads(record.value)
         except Exception:
-            raise RecordError("schema", "subkey or value is not msgpack") from None
+            raise RecordRejected(Reason.SCHEMA, "subkey or value is not msgpack") from None
         if not isinstance(owner, str):
-            raise RecordError("wrong_owner", "subkey is not an owner key")
+            raise RecordRejected(Reason.WRONG_OWNER, "subkey is not an owner key")
         verify_record(
             envelope, owner_public_key_hex=owner, run_digest=self.run_digest, expiration_time=record.expiration_time
         )
 
-    def _count(self, reason: str) -> None:
+    def _count(self, reason: Reason) -> None:
         with self._counts.get_lock():
             self._counts[REASONS.index(reason)] += 1
 
     def rejections(self) -> dict[str, int]:
         with self._counts.get_lock():
-            return {reason: n for reason, n in zip(REASONS, self._counts) if n}
+            return {reason.value: n for reason, n in zip(REASONS, self._counts) if n}
 
     def merge_with(self, other: RecordValidatorBase) -> bool:
         return False

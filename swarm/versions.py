@@ -15,7 +15,7 @@ from crypto.canonical import canonical_json, parse_json
 from crypto.envelope import sign_envelope, verify_envelope
 from crypto.errors import CryptoError
 from crypto.identity import Identity
-from swarm.errors import HEX64, VersionError
+from swarm.rejections import HEX64, Reason, VersionRejected
 
 VERSION_TYPE = "application/vnd.echo-swarm.adapter-version+json"
 MAX_VERSION_BYTES = 256 * 1024
@@ -54,10 +54,10 @@ def verify_version(envelope: bytes, *, trusted_keys: Mapping[str, bytes], run_di
                                    max_size=MAX_VERSION_BYTES)
         doc = parse_json(verified.payload, max_size=MAX_VERSION_BYTES)
     except CryptoError as e:
-        raise VersionError("bad_signature", str(e)) from None
+        raise VersionRejected(Reason.BAD_SIGNATURE, str(e)) from None
     fields = {f.name: f.type for f in dataclasses.fields(AdapterVersion)}
     if not isinstance(doc, dict) or set(doc) != set(fields):
-        raise VersionError("schema", "adapter version record has the wrong fields")
+        raise VersionRejected(Reason.SCHEMA, "adapter version record has the wrong fields")
     try:
         record = AdapterVersion(**{**doc, "chunks": tuple(doc["chunks"])})
         ok = (
@@ -71,9 +71,9 @@ def verify_version(envelope: bytes, *, trusted_keys: Mapping[str, bytes], run_di
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise VersionError("schema", "adapter version record has malformed fields")
+        raise VersionRejected(Reason.SCHEMA, "adapter version record has malformed fields")
     if record.run_digest != run_digest:
-        raise VersionError("wrong_run", "adapter version of another run")
+        raise VersionRejected(Reason.WRONG_RUN, "adapter version of another run")
     if record.trainer_key_id not in verified.signer_key_ids:
-        raise VersionError("wrong_signer", "record names another trainer than the one that signed it")
+        raise VersionRejected(Reason.WRONG_SIGNER, "record names another trainer than the one that signed it")
     return record

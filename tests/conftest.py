@@ -1,20 +1,199 @@
 """Shared fixtures: keys and signed manifests in tmp dirs, real node processes, a reaper.
 
-Every process a test starts is registered and stopped by process group at the end of the
-session; the reaper also checks that nothing a node spawned (DHT child, p2pd) outlived it.
+Every node process a test starts is registered in `launched` and stopped by process group at
+the end of the session. The leftover-process check then fails the run if any process this
+session started is still running: after each test module (naming the module; nodes still held
+by `launched` excepted) and at the end of the session. It kills what it reports, by pid.
+Tests that use `launched` must be marked `slow` (`make test-fast` leaves them out).
 """
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
+try:
+    import psutil
+except ImportError:  # read /proc instead (Linux); elsewhere the check finds nothing
+    psutil = None
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HIVEMIND_LOGLEVEL", "ERROR")
+
+# -- leftover processes ----------------------------------------------------------------------------
+# Every process started from this session inherits this mark in its environment, so one whose
+# parent died (re-parented to init, e.g. the p2pd of a node killed with SIGKILL) is still ours.
+# A new value per session: another pytest run on this machine never matches.
+SESSION_MARK = "ECHO_SWARM_TEST_SESSION"
+SESSION_ID = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+os.environ[SESSION_MARK] = SESSION_ID
+
+SETTLE_S = 10.0  # how long leftovers get to exit by themselves (a DHT stopping its p2pd, a node's watchdog)
+KILL_GRACE_S = 5.0  # between SIGTERM and SIGKILL for what is still there after that
+LAUNCHED: list = []  # the NodeProcess objects of the `launched` fixture
+_BASELINE: set[int] = set()  # descendants that existed before the first test: not ours to judge
+
+
+class Proc(NamedTuple):
+    pid: int
+    ppid: int
+    started: float  # with pid, names the process (a recycled pid has another start time)
+    cmdline: str
+    marked: bool  # carries this session's SESSION_MARK
+
+
+def _processes() -> dict[int, Proc]:
+    """Every running process we can see (zombies are gone, only not yet reaped)."""
+    procs: dict[int, Proc] = {}
+    mark = f"{SESSION_MARK}={SESSION_ID}".encode()
+    if psutil is not None:
+        for p in psutil.process_iter(["ppid", "create_time", "cmdline", "name", "status", "environ"]):
+            info = p.info
+            if info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            env = info["environ"] or {}
+            procs[p.pid] = Proc(p.pid, info["ppid"] or 0, info["create_time"] or 0.0,
+                                " ".join(info["cmdline"] or []) or f"[{info['name']}]",
+                                env.get(SESSION_MARK) == SESSION_ID)
+        return procs
+    if not os.path.isdir("/proc"):
+        return procs
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_bytes()
+            fields = stat[stat.rindex(b")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+            if fields[0] in (b"Z", b"X"):
+                continue
+            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").strip()
+        except (OSError, ValueError, IndexError):
+            continue
+        try:
+            marked = mark in Path(entry.path, "environ").read_bytes().split(b"\0")
+        except OSError:
+            marked = False
+        name = stat[stat.index(b"(") + 1:stat.rindex(b")")]
+        procs[int(entry.name)] = Proc(int(entry.name), int(fields[1]), float(fields[19]),
+                                      (cmdline or b"[" + name + b"]").decode(errors="replace"), marked)
+    return procs
+
+
+def _descendants(roots, children: dict[int, list[int]]) -> set[int]:
+    found, stack = set(), list(roots)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def leftover_processes(exclude_groups=()) -> list[Proc]:
+    """The processes this session started that are still running: descendants of this pytest
+    process, and orphans found by the session mark. Left out: what ran before the first test,
+    helpers libraries start for this process (they exit with it), and every process in, or descended from
+    one in, the process groups `exclude_groups` (nodes whose stopping `launched` is in charge of)."""
+    me = os.getpid()
+    procs = _processes()
+    children: dict[int, list[int]] = defaultdict(list)
+    for p in procs.values():
+        children[p.ppid].append(p.pid)
+    ours = _descendants([me], children) | {p.pid for p in procs.values() if p.marked}
+    ours -= {me, *_BASELINE}
+    groups = set(exclude_groups)
+    if groups:
+        held = {pid for pid in ours if _pgid(pid) in groups}
+        ours -= held | _descendants(held, children)
+    return sorted((procs[pid] for pid in ours if not _own_helper(procs[pid], me)), key=lambda p: p.pid)
+
+
+# Helpers that libraries start for this very process and that exit with it: torch's shared-memory
+# manager (hivemind shares tensors between an in-process DHT and its child), multiprocessing's.
+_HELPERS = ("torch_shm_manager", "multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _own_helper(p: Proc, me: int) -> bool:
+    return p.ppid == me and any(h in p.cmdline for h in _HELPERS)
+
+
+def _still_running(procs: list[Proc]) -> list[Proc]:
+    now = _processes()
+    return [p for p in procs if p.pid in now and now[p.pid].started == p.started]
+
+
+def stop_processes(procs: list[Proc], grace: float = KILL_GRACE_S) -> list[Proc]:
+    """SIGTERM each (checked to be the same process, not a recycled pid), SIGKILL whatever is
+    still running after `grace`; return what survived even that."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        for p in _still_running(procs):
+            try:
+                os.kill(p.pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + wait
+        while (procs := _still_running(procs)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not procs:
+            break
+    return procs
+
+
+def check_no_leftovers(where: str, exclude_groups=(), settle: float = SETTLE_S) -> None:
+    """Give leftovers `settle` seconds to exit; then stop them and fail, naming each."""
+    deadline = time.monotonic() + settle
+    while (left := leftover_processes(exclude_groups)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not left:
+        return
+    survivors = stop_processes(left)
+    lines = "\n".join(f"  pid {p.pid} (parent {p.ppid}): {p.cmdline[:300]}" for p in left)
+    note = f"\n{len(survivors)} survived SIGKILL" if survivors else " (now killed)"
+    pytest.fail(f"{where} left {len(left)} process(es) running{note}:\n{lines}\n"
+                "Stop every process a test starts (register nodes in `launched`, shut DHTs down).",
+                pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_processes():
+    """Session end: after `launched` has stopped every node (it depends on this fixture, so it is
+    torn down first), nothing this session started may still run."""
+    _BASELINE.update(p.pid for p in leftover_processes())
+    yield
+    check_no_leftovers("the test session")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_leftover_processes_per_module(request, _no_leftover_processes):
+    """After each module (its module fixtures are torn down first): nothing left but the nodes
+    that `launched` will stop at the end of the session."""
+    yield
+    check_no_leftovers(f"test module {request.module.__name__}",
+                       exclude_groups={p.pid for p in LAUNCHED if p.proc is not None})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A test that starts real node processes belongs to the `slow` set (`make test-fast` skips it)."""
+    if "launched" in item.fixturenames and item.get_closest_marker("slow") is None:
+        pytest.fail(f"{item.nodeid} uses the `launched` fixture (real node processes) but is not marked "
+                    "slow: add `@pytest.mark.slow` to it, or `pytestmark = pytest.mark.slow` to its module",
+                    pytrace=False)
 
 
 def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -26,11 +205,11 @@ def run_cli(*args: str, timeout: float = 120, cwd: Path | None = None) -> subpro
 
 
 @pytest.fixture(scope="session")
-def launched():
-    """Registry of NodeProcess objects; all are stopped (by process group) when the session ends."""
-    procs = []
-    yield procs
-    for p in procs:
+def launched(_no_leftover_processes):
+    """Registry of NodeProcess objects; all are stopped (by process group) when the session ends,
+    before the leftover-process check runs. Tests using it must be marked slow."""
+    yield LAUNCHED
+    for p in LAUNCHED:
         p.stop(grace=5)
 
 

@@ -5,7 +5,7 @@ and helpers to build, sign and seal chunks — honest ones, and the crafted ones
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -13,9 +13,10 @@ from pathlib import Path
 from crypto.envelope import sign_envelope
 from crypto.identity import Identity
 from crypto.sealing import SealContext, seal
-from nodes.adapter_store import MAX_BUNDLE_BYTES, AdapterStore
-from nodes.trainer.intake import CHUNK_TYPE
-from nodes.trajectory import TrajectoryChunk, TrajectoryGroup, encode_chunk, new_chunk_id
+from swarm.adapters.bundle import MAX_BUNDLE_BYTES
+from swarm.adapters.store import AdapterStore
+from swarm.chunk import CHUNK_TYPE, TrajectoryChunk, TrajectoryGroup, encode_chunk, new_chunk_id
+from swarm.messages import AdapterRequest, Verdict, decode
 from swarm.records import NodeInfo
 
 
@@ -42,11 +43,11 @@ class SwarmClient:
     def start(self) -> SwarmClient:
         from nodes.engines import make_engine
         from nodes.models import resolve_base
-        from swarm.transport import Transport
+        from swarm.transport import make_transport
 
         self.node.start()
         self._thread.start()  # re-publishes our record every announce period, like any node
-        self.transport = Transport(self.node.membership.dht)
+        self.transport = make_transport("p2p", dht=self.node.membership.dht)
         self.engine = make_engine("transformers", resolve_base(self.m.model.base, self.m.model.sha256), threads=1)
         return self
 
@@ -60,7 +61,8 @@ class SwarmClient:
     # -- the swarm, as the client sees it ---------------------------------------------------
 
     def trainer(self) -> NodeInfo | None:
-        return next((r for r in self.node.view.records if r.role == "trainer"), None)
+        """The node the role function names trainer, as every honest rollout computes it."""
+        return next(iter(self.node.trainers()), None)
 
     def use_version(self, version: int) -> None:
         """Generate with adapter `version`, fetched from the trainer and verified like a rollout does."""
@@ -69,7 +71,7 @@ class SwarmClient:
         if self.store.latest() is None or self.store.latest().version < version:
             trainer = self.trainer()
             bundle = self.transport.request(trainer.peer_id, f"{self.signed.namespace}/adapter",
-                                            json.dumps({"version": version}).encode(),
+                                            AdapterRequest(version=version).encode(),
                                             max_response=MAX_BUNDLE_BYTES, timeout=30)
             self.store.accept(bundle, want_version=version,
                               trusted_keys={trainer.key_id: bytes.fromhex(trainer.public_key)})
@@ -104,7 +106,7 @@ class SwarmClient:
         return seal(envelope, {trainer.key_id: bytes.fromhex(trainer.hpke_keys["x25519"])}, context)
 
     def send(self, blob: bytes, timeout: float = 30) -> dict:
-        """One request on the trainer's `chunks` protocol; the trainer's JSON reply."""
+        """One request on the trainer's `chunks` protocol; the trainer's verdict, as a dict."""
         reply = self.transport.request(self.trainer().peer_id, f"{self.signed.namespace}/chunks", blob,
-                                       max_response=4096, timeout=timeout)
-        return json.loads(reply)
+                                       max_response=Verdict.MAX_BYTES, timeout=timeout)
+        return dataclasses.asdict(decode(Verdict, reply))

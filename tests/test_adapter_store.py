@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from crypto.identity import Identity
-from nodes.adapter_store import DELTA, GGUF, WEIGHTS, AdapterStore, pack_bundle, unpack_bundle
-from nodes.trainer.adapters import adapter_bytes, pack_delta, sha256_hex
-from swarm.versions import AdapterVersion, VersionError, sign_version
+from swarm.adapters.bundle import pack_parts, split_parts
+from swarm.adapters.delta import pack_delta
+from swarm.adapters.files import adapter_bytes, sha256_hex
+from swarm.adapters.store import DELTA, GGUF, WEIGHTS, AdapterStore
+from swarm.rejections import VersionRejected
+from swarm.versions import AdapterVersion, sign_version
 
 RUN = "ab" * 32
 NAMES = ("base_model.model.layers.0.self_attn.q_proj.lora_A.weight",
@@ -50,7 +53,7 @@ class Trainer:
 
 
 def header(bundle: bytes) -> dict:
-    return json.loads(unpack_bundle(bundle)[0])
+    return json.loads(split_parts(bundle)[0])
 
 
 def test_first_version_full_then_deltas_rebuild_the_exact_weights(tmp_path):
@@ -75,8 +78,8 @@ def test_gguf_travels_only_when_asked_and_must_match_its_digest(tmp_path):
     trainer.publish(0)
     bundle = trainer.store.bundle(0, gguf=True)
     assert header(bundle) == {"body": "full", "gguf": True}
-    forged = pack_bundle(*unpack_bundle(bundle)[:4], b"another gguf")
-    with pytest.raises(VersionError, match="GGUF"):
+    forged = pack_parts(*split_parts(bundle)[:4], b"another gguf")
+    with pytest.raises(VersionRejected, match="GGUF"):
         peer.accept(forged, want_version=0, trusted_keys=trainer.keys)
     peer.accept(bundle, want_version=0, trusted_keys=trainer.keys)
     assert (peer.path(0) / GGUF).read_bytes() == b"gguf of v0"
@@ -87,17 +90,17 @@ def test_bad_deltas_and_bundles_are_refused(tmp_path):
     trainer.publish(0)
     trainer.publish(1)
     delta = trainer.store.bundle(1, have=0)
-    with pytest.raises(VersionError, match="do not hold"):  # a delta is useless without its parent
+    with pytest.raises(VersionRejected, match="do not hold"):  # a delta is useless without its parent
         peer.accept(delta, want_version=1, trusted_keys=trainer.keys)
     peer.accept(trainer.store.bundle(0), want_version=0, trusted_keys=trainer.keys)
-    parts = unpack_bundle(delta)
+    parts = split_parts(delta)
     body = bytearray(parts[3])
     body[len(body) // 2] ^= 1
-    with pytest.raises(VersionError, match="delta"):
-        peer.accept(pack_bundle(*parts[:3], bytes(body)), want_version=1, trusted_keys=trainer.keys)
-    with pytest.raises(VersionError, match="header"):
-        peer.accept(pack_bundle(b"{}", *parts[1:]), want_version=1, trusted_keys=trainer.keys)
-    with pytest.raises(VersionError, match="parts"):
-        peer.accept(pack_bundle(*parts, b"extra"), want_version=1, trusted_keys=trainer.keys)
+    with pytest.raises(VersionRejected, match="delta"):
+        peer.accept(pack_parts(*parts[:3], bytes(body)), want_version=1, trusted_keys=trainer.keys)
+    with pytest.raises(VersionRejected, match="header"):
+        peer.accept(pack_parts(b"{}", *parts[1:]), want_version=1, trusted_keys=trainer.keys)
+    with pytest.raises(VersionRejected, match="parts"):
+        peer.accept(pack_parts(*parts, b"extra"), want_version=1, trusted_keys=trainer.keys)
     peer.accept(delta, want_version=1, trusted_keys=trainer.keys)  # nothing refused was kept
     assert peer.latest().version == 1

@@ -1,12 +1,14 @@
 """The `swarm` CLI as a user meets it: fast help, one-line errors that name the fix."""
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
 
-from conftest import make_manifest, run_cli
+import pytest
+from conftest import ROOT, make_manifest, run_cli
 
 
 def test_help_does_not_import_heavy_dependencies():
@@ -34,6 +36,7 @@ def test_insecure_key_file_is_refused_with_the_fix(tmp_path):
     assert "chmod 600" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_node_refuses_a_tampered_manifest_without_traceback(tmp_path, owner):
     run = make_manifest(tmp_path, owner[1])
     run.write_text(run.read_text().replace('mode = "async"', 'mode = "sequential"'))
@@ -42,6 +45,7 @@ def test_node_refuses_a_tampered_manifest_without_traceback(tmp_path, owner):
     assert "signature does not verify" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_node_refuses_a_trainer_role_its_key_is_not_allowed(tmp_path, owner):
     run = make_manifest(tmp_path, owner[1], "--trainer-key", "c" * 64)
     result = run_cli("node", "--run", str(run), "--key", str(tmp_path / "n.key"), "--role", "trainer",
@@ -49,6 +53,7 @@ def test_node_refuses_a_trainer_role_its_key_is_not_allowed(tmp_path, owner):
     assert result.returncode == 2 and "trainer_keys" in result.stderr
 
 
+@pytest.mark.slow
 def test_unreachable_initial_peer_is_a_clear_error_not_a_hang(tmp_path, owner):
     run = make_manifest(tmp_path, owner[1])
     bogus = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWN9BxXTgjNkv8K4D4fihtTew6QaNzxsKc8UWgYJu2NivH"
@@ -57,6 +62,7 @@ def test_unreachable_initial_peer_is_a_clear_error_not_a_hang(tmp_path, owner):
     assert "could not join the swarm" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_baseline_runs_a_manifests_settings_in_one_process(tmp_path, owner):
     run = make_manifest(tmp_path, owner[1], "--steps", "2", "--seed", "3")
     out = tmp_path / "curve.jsonl"
@@ -73,3 +79,52 @@ def test_baseline_errors_name_the_fix(tmp_path):
     assert missing.returncode == 2 and "swarm init" in missing.stderr and "Traceback" not in missing.stderr
     both = run_cli("baseline", "x.toml", "--run", "y.toml")
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_init_refuses_more_than_one_trainer_slot(tmp_path, owner):
+    result = run_cli("init", "--out", str(tmp_path / "run.toml"), "--owner-key", str(owner[1]), "--trainer-slots", "2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("swarm init: error: swarm.trainer_slots must be 1: trainers cannot yet "
+                                     "train together (two would publish competing adapter chains)")
+    assert not (tmp_path / "run.toml").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--task", "nope"], "task: unknown task 'nope'"),
+    (["--task-option", "colour=red"], "task.options: 'sort-digits' does not take"),
+    (["--task-option", "oops"], "--task-option 'oops' must look like KEY=VALUE"),
+    (["--mode", "eventually"], "invalid choice: 'eventually'"),
+])
+def test_init_names_a_bad_setting_without_traceback(tmp_path, owner, flags, message):
+    result = run_cli("init", "--out", str(tmp_path / "run.toml"), "--owner-key", str(owner[1]), *flags)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+# -- layering: crypto <- swarm <- nodes <- scenarios; nodes/commands may also import scenarios ---------
+def _imports(path) -> set[str]:
+    """Every module a file imports, at the top or inside a function."""
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def _importers(package: str, *forbidden: str) -> list[str]:
+    return sorted(f"{path.relative_to(ROOT)} imports {name}"
+                  for path in (ROOT / package).rglob("*.py") for name in _imports(path)
+                  if any(name == f or name.startswith(f + ".") for f in forbidden))
+
+
+def test_scenarios_do_not_import_the_cli():
+    assert _importers("scenarios", "nodes.cli", "nodes.commands") == []
+
+
+def test_lower_layers_do_not_import_higher_ones():
+    assert _importers("crypto", "swarm", "nodes", "scenarios") == []
+    assert _importers("swarm", "nodes", "scenarios") == []
+    outside_commands = [line for line in _importers("nodes", "scenarios") if not line.startswith("nodes/commands/")]
+    assert outside_commands == []

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from nodes.trainer.grpo import group_advantages, grpo_loss, staleness_ok
+from nodes.trainer.grpo import group_advantages, grpo_loss
 
 # -- pure functions -----------------------------------------------------------------------------
 
@@ -85,13 +85,6 @@ def test_k3_kl_to_reference():
         _loss(new, new, [0.0], kl_coef=0.5)
 
 
-def test_staleness_ok():
-    assert staleness_ok(10, 10, 0) and staleness_ok(10, 8, 2)
-    assert not staleness_ok(10, 7, 2)
-    assert not staleness_ok(10, 11, 2)  # from the future
-    assert not staleness_ok(-1, -1, 2)
-
-
 # -- the policy and adapter versions (real model, real peft) ----------------------------------
 
 @pytest.fixture(scope="module")
@@ -163,8 +156,8 @@ def test_saved_version_loads_with_peft_and_reproduces_logits(base_dir, batch, tm
     from transformers import AutoModelForCausalLM
 
     from nodes.models.tiny import file_sha256
-    from nodes.trainer.adapters import AdapterError, load_version, save_version
     from nodes.trainer.policy import Policy
+    from swarm.adapters.files import AdapterError, load_version, save_version
 
     flat, rewards = batch
     policy = Policy(base_dir, seed=0)
@@ -190,7 +183,8 @@ def test_saved_version_loads_with_peft_and_reproduces_logits(base_dir, batch, tm
 
 
 def test_adapter_delta_is_exact(base_dir, batch):
-    from nodes.trainer.adapters import (
+    from nodes.trainer.policy import Policy
+    from swarm.adapters.delta import (
         AdapterError,
         adapter_bytes,
         adapter_delta,
@@ -199,7 +193,6 @@ def test_adapter_delta_is_exact(base_dir, batch):
         encode_delta,
         sha256_hex,
     )
-    from nodes.trainer.policy import Policy
 
     flat, rewards = batch
     policy = Policy(base_dir, seed=0)

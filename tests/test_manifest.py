@@ -1,22 +1,36 @@
 """The signed run manifest: `swarm init` output verifies; any edit or schema error is named."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 from conftest import make_manifest
 
-from swarm.manifest import ManifestError, load_manifest, parse_manifest
+from swarm.manifest import (
+    GrpoSection,
+    LoraSection,
+    ManifestError,
+    ModelSection,
+    RunManifest,
+    RunSection,
+    SwarmSection,
+    SyncSection,
+    TaskSection,
+    field_docs,
+    load_manifest,
+    parse_manifest,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_init_writes_a_manifest_that_verifies(tmp_path, owner):
     identity, key = owner
-    run = make_manifest(tmp_path, key, "--mode", "sequential", "--trainer-slots", "2", "--trainer-key", "b" * 64)
+    run = make_manifest(tmp_path, key, "--mode", "sequential", "--trainer-key", "b" * 64)
     signed = load_manifest(run)
     m = signed.manifest
-    assert (m.sync.mode, m.swarm.trainer_slots, m.swarm.trainer_keys) == ("sequential", 2, ("b" * 64,))
+    assert (m.sync.mode, m.swarm.trainer_slots, m.swarm.trainer_keys) == ("sequential", 1, ("b" * 64,))
     assert m.run.owner_key_id == identity.key_id and len(signed.digest) == 64
     assert signed.namespace.startswith("echo-swarm/test/")
     assert len(m.model.sha256) == 64  # the embedded base model's weights digest
@@ -56,6 +70,11 @@ def test_a_manifest_signed_by_another_key_is_refused(tmp_path, owner):
         ({"run": {"id": "x", "owner_key_id": "a" * 64}, "grpo": {"group_size": 1}}, "grpo.group_size"),
         ({"run": {"id": "x", "owner_key_id": "a" * 64}, "swarm": {"trainer_keys": ["nope"]}}, "swarm.trainer_keys"),
         ({"run": {"id": "x", "owner_key_id": "a" * 64}, "swarm": {"slots": 1}}, "swarm.slots"),
+        ({"run": {"id": "x", "owner_key_id": "a" * 64}, "grpo": {"clip": 1.5}}, "grpo.clip"),
+        ({"run": {"id": "x", "owner_key_id": "a" * 64}, "grpo": {"kl_coef": -0.1}}, "grpo.kl_coef"),
+        ({"run": {"id": "x", "owner_key_id": "a" * 64}, "grpo": {"grad_clip": 0}}, "grpo.grad_clip"),
+        ({"run": {"id": "x", "owner_key_id": "a" * 64}, "grpo": {"prompts_per_chunk": 33}}, "grpo.prompts_per_chunk"),
+        ({"run": {"id": "x", "owner_key_id": "a" * 64}, "grpo": {"max_prompt_tokens": 0}}, "grpo.max_prompt_tokens"),
         ({"run": {"id": "x", "owner_key_id": "short"}}, "run.owner_key_id"),
         ({"run": {"id": "bad id!", "owner_key_id": "a" * 64}}, "run.id"),
         ({"run": {"id": "x", "owner_key_id": "a" * 64}, "extra": {}}, "extra"),
@@ -73,3 +92,103 @@ def test_every_shipped_toml_parses():
     shipped = sorted((ROOT / "scenarios").glob("*.toml"))
     for path in shipped:
         tomllib.loads(path.read_text())  # scenario files; their schema is tested with the simulator
+
+
+SECTIONS = (RunSection, ModelSection, TaskSection, LoraSection, GrpoSection, SyncSection, SwarmSection)
+KEY = "a" * 64
+SHA = "b" * 64
+
+
+@pytest.mark.parametrize("slots", [0, 2, 3])
+def test_more_than_one_trainer_slot_is_refused_with_the_reason(slots):
+    with pytest.raises(ManifestError) as e:
+        parse_manifest({"run": {"id": "x", "owner_key_id": KEY}, "swarm": {"trainer_slots": slots}})
+    assert str(e.value) == ("swarm.trainer_slots must be 1: trainers cannot yet train together "
+                            "(two would publish competing adapter chains)")
+
+
+def test_chunk_limits_have_their_defaults_and_bounds():
+    m = parse_manifest({"run": {"id": "x", "owner_key_id": KEY}})
+    assert (m.grpo.prompts_per_chunk, m.grpo.max_prompt_tokens) == (4, 512)
+    edge = parse_manifest({"run": {"id": "x", "owner_key_id": KEY}, "grpo": {"prompts_per_step": 4}})
+    assert edge.grpo.prompts_per_chunk == edge.grpo.prompts_per_step  # at most a step's groups
+    with pytest.raises(ManifestError, match="grpo.prompts_per_chunk"):
+        parse_manifest({"run": {"id": "x", "owner_key_id": KEY}, "grpo": {"prompts_per_step": 3}})
+
+
+@pytest.mark.parametrize("section", SECTIONS, ids=lambda c: c.__name__)
+def test_every_setting_is_documented_where_it_is_declared(section):
+    docs = field_docs(section)
+    assert list(docs) == [f.name for f in dataclasses.fields(section)]
+    assert all(len(doc) > 5 for doc in docs.values())
+
+
+# -- nodes.runconfig.build_manifest: the one builder of swarm init, simulate and baseline ------------
+@pytest.fixture
+def digests(monkeypatch):
+    """base_digest without building the tiny model: records the bases it was asked for."""
+    from nodes import runconfig
+
+    asked = []
+    monkeypatch.setattr(runconfig, "base_digest", lambda base: asked.append(base) or SHA)
+    return asked
+
+
+def test_build_manifest_fills_in_the_section_defaults_and_pins_the_base(digests):
+    from nodes.runconfig import build_manifest
+
+    m = build_manifest(RunSection(id="x", owner_key_id=KEY))
+    assert m == RunManifest(run=RunSection(id="x", owner_key_id=KEY), model=ModelSection(sha256=SHA))
+    assert digests == ["tiny"]
+    pinned = build_manifest(RunSection(id="x", owner_key_id=KEY), model=ModelSection(base="tiny", sha256="c" * 64))
+    assert pinned.model.sha256 == "c" * 64 and digests == ["tiny"]  # a given digest is kept
+
+
+def test_build_manifest_types_its_sections_like_a_loaded_file(digests):
+    from nodes.runconfig import build_manifest
+
+    m = build_manifest(RunSection(id="x", owner_key_id=KEY, seed=3),
+                       sync=SyncSection(mode="sequential", staleness=0, publish_every=2),
+                       swarm=SwarmSection(trainer_keys=["b" * 64], announce_period_s=1),
+                       task=TaskSection(options={"max_digits": 4}))
+    assert (m.run.seed, m.sync.mode, m.sync.publish_every) == (3, "sequential", 2)
+    assert m.swarm.trainer_keys == ("b" * 64,) and m.swarm.announce_period_s == 1.0
+    assert m.task.options == {"max_digits": 4}
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"swarm": SwarmSection(trainer_slots=2)}, "swarm.trainer_slots must be 1: trainers cannot yet train together"),
+    ({"sync": SyncSection(mode="eventually")}, "sync.mode must be one of"),
+    ({"task": TaskSection(name="nope")}, "task: unknown task 'nope'"),
+    ({"task": TaskSection(options={"max_digits": 99})}, "task: sort-digits needs"),
+    ({"task": TaskSection(options={"colour": "red"})}, "task.options: 'sort-digits' does not take"),
+])
+def test_build_manifest_refuses_before_touching_the_base(digests, sections, message):
+    from nodes.runconfig import build_manifest
+
+    with pytest.raises(ManifestError) as e:
+        build_manifest(RunSection(id="x", owner_key_id=KEY), **sections)
+    assert message in str(e.value) and digests == []
+
+
+def test_swarm_init_defaults_are_the_manifests(digests):
+    from nodes.cli import build_parser
+    from nodes.commands.init import manifest_of
+
+    args = build_parser().parse_args(["init", "--out", "-", "--owner-key", "-", "--run-id", "x",
+                                      "--task-option", "min_digits=2"])
+    m = manifest_of(args, KEY)
+    assert m.run == RunSection(id="x", owner_key_id=KEY) and m.model.base == ModelSection.base
+    assert (m.sync, m.grpo, m.swarm, m.lora) == (SyncSection(), GrpoSection(), SwarmSection(), LoraSection())
+    assert m.task == TaskSection(options={"min_digits": 2}) and m.model.sha256 == SHA
+
+
+def test_swarm_init_help_is_the_manifests_documentation():
+    from nodes.cli import build_parser
+
+    init = build_parser()._subparsers._group_actions[0].choices["init"]
+    helps = {a.dest: a.help % {"default": a.default} if a.help else "" for a in init._actions}
+    assert helps["mode"] == f"{field_docs(SyncSection)['mode']} (default: async)"
+    assert helps["staleness"].startswith("S: in async mode") and helps["announce_period"].endswith("(default: 5.0)")
+    mode = next(a for a in init._actions if a.dest == "mode")
+    assert tuple(mode.choices) == ("sequential", "async")

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from crypto.envelope import sign_envelope
 from crypto.identity import Identity
-from swarm.records import NODEINFO_TYPE, Hardware, NodeInfo, RecordError, sign_record, verify_record
+from swarm.records import NODEINFO_TYPE, Hardware, NodeInfo, sign_record, verify_record
+from swarm.rejections import RecordRejected
 from swarm.validator import RunRecordValidator, dht_key_id
 
 NODES_KEY = "echo-swarm/test/0123/nodes"
@@ -25,7 +26,7 @@ def record_of(identity: Identity, digest="d" * 64, **changes) -> NodeInfo:
         hpke_keys={"x25519": identity.hpke_public().hex()}, addrs=("/ip4/127.0.0.1/tcp/1",),
         hardware=Hardware(cpu="cpu", cores=2, ram_gb=8.0, gpus=(("GPU", 24.0),), torch=True, engines=("llamacpp",)),
         decode_tok_s=123.0, role="rollout", role_pref="auto", state="ready", adapter_version=-1, software="t",
-        issued_at=now, expires_at=now + 10, extra={},
+        issued_at=now, expires_at=now + 10,
     )
     return dataclasses.replace(base, **changes)
 
@@ -42,6 +43,7 @@ def test_round_trip():
     [
         ("signed_by_other_key", "bad_signature"),
         ("describes_other_key", "wrong_owner"),
+        ("names_another_peer_id", "wrong_peer_id"),
         ("other_run", "wrong_run"),
         ("longer_life_than_signed", "expiry_mismatch"),
         ("oversized", "oversize"),
@@ -56,6 +58,10 @@ def test_each_forgery_is_rejected_with_its_reason(attack, reason):
         envelope = sign_record(info, mallory)
     elif attack == "describes_other_key":
         owner, envelope = mallory.public_key.hex(), sign_record(info, mallory)
+    elif attack == "names_another_peer_id":  # mallory's own key, signing a record that claims my peer id
+        owner = mallory.public_key.hex()
+        forged = record_of(mallory, peer_id=me.peer_id)
+        envelope = sign_record(forged, mallory)
     elif attack == "other_run":
         envelope = sign_record(record_of(me, digest="e" * 64), me)
     elif attack == "longer_life_than_signed":
@@ -66,7 +72,7 @@ def test_each_forgery_is_rejected_with_its_reason(attack, reason):
         from crypto.canonical import canonical_json
 
         envelope = sign_envelope(NODEINFO_TYPE, canonical_json({**info.to_dict(), "evil": 1}), [me])
-    with pytest.raises(RecordError) as err:
+    with pytest.raises(RecordRejected) as err:
         verify_record(envelope, owner_public_key_hex=owner, run_digest="d" * 64, expiration_time=expiry)
     assert err.value.reason == reason
 
@@ -89,7 +95,7 @@ def test_validator_accepts_owner_records_and_counts_rejections_by_reason():
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=3000))
 def test_record_decoder_only_raises_record_error(data):
-    with pytest.raises(RecordError):
+    with pytest.raises(RecordRejected):
         verify_record(data, owner_public_key_hex="a" * 64, run_digest="d" * 64)
 
 

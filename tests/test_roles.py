@@ -105,3 +105,16 @@ def test_assignment_is_stable_once_adopted(records):
     adopted = [dataclasses.replace(r, role=first[r.peer_id]) for r in records]
     random.Random(0).shuffle(adopted)
     assert assign_roles(adopted, m) == first
+
+
+def test_a_self_declared_trainer_is_not_a_trainer_to_anyone_else():
+    """A member whose record says `role: trainer` but whom the manifest does not allow to train is
+    named by nobody's role function: chunks are never sealed to it, its versions never accepted."""
+    from swarm.roles import trainers_of
+
+    real, liar = "b" * 64, "c" * 64
+    nodes = [info("A", 100, key=real), info("M", 1e9, role="trainer", pref="trainer", gpus=(("H100", 80.0),), key=liar),
+             info("R", 50)]
+    m = manifest(trainer_keys=[real])
+    assert [r.peer_id for r in trainers_of(nodes, m)] == ["A"]
+    assert assign_roles(nodes, m)["M"] == "rollout"

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from conftest import start_node, wait_for
 
 from scenarios.scenario import NodeSpec, Scenario, Settings
 from scenarios.simulate import prepare
+
+pytestmark = pytest.mark.slow
 
 STEPS = 6
 KILL_AFTER_STEP = 2

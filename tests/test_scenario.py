@@ -3,8 +3,10 @@ field at fault, the summary follows from the metrics contract, and the runner st
 (fake node processes that speak the contract stand in for real ones)."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +18,8 @@ from rich.console import Console
 
 from scenarios.processes import NodeProcess
 from scenarios.report import MetricsTail, capacity_rule, read_events, sparkline, summarize, write_report
-from scenarios.scenario import ScenarioError, load_scenario, parse_scenario
+from scenarios.scenario import ScenarioError, Settings, load_scenario, parse_scenario, scenario_manifest
+from swarm.manifest import GrpoSection, ModelSection, RunSection, SwarmSection, SyncSection, TaskSection
 
 SHIPPED = sorted((ROOT / "scenarios").glob("*.toml"))
 DEFAULT = load_scenario(ROOT / "scenarios" / "default.toml")
@@ -29,7 +32,7 @@ MINIMAL = {"scenario": {"name": "t"},
 def test_every_shipped_scenario_parses_and_validates(path):
     scenario = load_scenario(path)
     assert scenario.settings.name == path.stem and scenario.source_path == str(path)
-    assert [n.role for n in scenario.nodes].count("trainer") == scenario.trainer_slots == 1
+    assert [n.role for n in scenario.nodes].count("trainer") == 1
 
 
 def test_default_scenario_is_the_documented_swarm():
@@ -64,11 +67,77 @@ def _with(scenario=None, nodes=None, **tables):
     (_with(nodes=[{"name": "a", "threads": 1.5}]), "node[0].threads must be an integer"),
     (_with(nodes=[{"name": "a", "role": "rollout"}]), "no node can train"),
     (_with(nodes=[{"name": "a", "role": "trainer"}]), "no node can roll out"),
+    (_with(nodes=[*MINIMAL["node"], {"name": "c", "role": "trainer"}]),
+     ('only one node may have role = "trainer" (not 2: a, c): trainers cannot yet train together '
+      "(two would publish competing adapter chains)")),
 ])
 def test_bad_scenarios_name_the_field(raw, message):
     with pytest.raises(ScenarioError) as e:
         parse_scenario(raw, source="bad.toml")
     assert str(e.value).startswith("bad.toml: ") and message in str(e.value)
+
+
+MANIFEST_DEFAULTS = {"steps": GrpoSection.steps, "mode": SyncSection.mode, "staleness": SyncSection.staleness,
+                     "publish_every": SyncSection.publish_every, "seed": RunSection.seed, "task": TaskSection.name,
+                     "base": ModelSection.base}
+
+
+def test_settings_defaults_are_the_manifests_except_the_simulators_own():
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings) if f.name != "name"}
+    own = {name: value for name, value in defaults.items() if name not in MANIFEST_DEFAULTS}
+    assert {name: defaults[name] for name in MANIFEST_DEFAULTS} == MANIFEST_DEFAULTS
+    # the simulator's own: a run time cap, and a faster announce period than a real swarm's (see Settings)
+    assert own == {"timeout_s": 600.0, "announce_period_s": 2.0}
+    assert own["announce_period_s"] < SwarmSection.announce_period_s
+
+
+def test_default_toml_documents_the_actual_defaults():
+    import tomllib
+
+    text = (ROOT / "scenarios" / "default.toml").read_text()
+    block = text.split("# [scenario]")[1].split("# [[node]]")[0]
+    documented = {}
+    for line in block.splitlines():
+        match = re.match(r"#   (\w+) = (\S+)", line)
+        if match:
+            documented[match[1]] = tomllib.loads(f"v = {match[2]}")["v"]
+    assert documented == {f.name: f.default for f in dataclasses.fields(Settings) if f.name != "name"}
+
+
+@pytest.fixture
+def no_base_digest(monkeypatch):
+    from nodes import runconfig
+
+    monkeypatch.setattr(runconfig, "base_digest", lambda base: "")  # no tiny model build
+
+
+def test_scenario_manifest_carries_the_settings_and_the_manifests_defaults(no_base_digest):
+    raw = _with({"steps": 7, "mode": "sequential", "staleness": 0, "publish_every": 2, "seed": 5,
+                 "announce_period_s": 1.5})
+    m = scenario_manifest(parse_scenario(raw), "a" * 64)
+    assert (m.run.id, m.run.owner_key_id, m.run.seed) == ("t", "a" * 64, 5)
+    assert m.sync == SyncSection(mode="sequential", staleness=0, publish_every=2)
+    assert m.grpo == GrpoSection(steps=7) and m.swarm == SwarmSection(announce_period_s=1.5)
+    assert (m.task, m.model) == (TaskSection(), ModelSection())
+
+
+def test_a_task_the_nodes_cannot_build_is_a_scenario_error(no_base_digest, tmp_path):
+    scenario = parse_scenario(_with({"task": "nope"}), source="bad.toml")
+    with pytest.raises(ScenarioError, match="^bad.toml: task: unknown task 'nope'"):
+        scenario_manifest(scenario, "a" * 64)
+    from scenarios.simulate import prepare
+
+    with pytest.raises(ScenarioError):
+        prepare(scenario, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_a_used_out_dir_is_refused(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("")
+    result = run_cli("simulate", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "already exists and is not empty" in result.stderr
 
 
 def test_overrides_and_unreadable_files_are_named(tmp_path):
@@ -113,10 +182,10 @@ def synthetic_run(root: Path) -> dict[str, Path]:
     trainer.append({"t": t0 + 41, "kind": "done", "steps": 12, "version": 12})
     llama = [{"t": t0, "kind": "role", "role": "rollout"}] + [
         {"t": t0 + 2 * (i + 1), "kind": "chunk", "version": i, "samples": 32, "tokens": 160, "gen_s": 0.1,
-         "engine": "llamacpp", "sent": i != 3} for i in range(10)]
+         "busy_s": 1.81, "engine": "llamacpp", "sent": i != 3} for i in range(10)]
     torch = [{"t": t0, "kind": "role", "role": "rollout"}] + [
         {"t": t0 + 5 * (i + 1), "kind": "chunk", "version": i, "samples": 32, "tokens": 160, "gen_s": 0.4,
-         "engine": "transformers", "sent": True} for i in range(4)]
+         "busy_s": 3.85, "engine": "transformers", "sent": True} for i in range(4)]
     paths = {}
     for name, events in (("trainer", trainer), ("llama", llama), ("torch", torch)):
         paths[name] = root / "nodes" / name / "metrics.jsonl"
@@ -153,7 +222,7 @@ def test_summary_follows_from_the_metrics(tmp_path):
     llama, torch = s["nodes"]["llama"], s["nodes"]["torch"]
     assert (llama["chunks"], llama["tokens"], llama["tokens_per_s"]) == (10, 1600, 1600.0)
     assert llama["chunks_unsent"] == 1
-    assert torch["tokens_per_s"] == 400.0  # engine speed; effective rates are over the production window:
+    assert torch["tokens_per_s"] == 400.0  # engine speed; effective rates over busy time (generate + seal + send):
     assert llama["chunks_per_s"] == round(10 / 18.1, 3) and torch["chunks_per_s"] == round(4 / 15.4, 3)
     assert llama["effective_tokens_per_s"] == 88.4 and torch["effective_tokens_per_s"] == 41.6
     assert s["nodes"]["trainer"]["observed_role"] == "trainer" and s["nodes"]["trainer"]["steps"] == 12
@@ -176,7 +245,8 @@ def test_effective_rate_leaves_out_time_idle_for_lack_of_demand():
 
     spec = load_scenario(ROOT / "scenarios" / "default.toml").nodes[1]
     # two chunks 100 s apart (the trainer had enough data in between): 200 tokens in 2 s of work
-    chunks = [{"kind": "chunk", "t": t, "tokens": 100, "samples": 8, "gen_s": 0.5, "busy_s": 1.0, "version": 0}
+    chunks = [{"kind": "chunk", "t": t, "tokens": 100, "samples": 8, "gen_s": 0.5, "busy_s": 1.0, "version": 0,
+               "engine": "llamacpp", "sent": True}
               for t in (10.0, 110.0)]
     node = _node_summary(spec, chunks, 0, [])
     assert node["effective_tokens_per_s"] == 100.0 and node["tokens_per_s"] == 200.0
@@ -273,11 +343,9 @@ class FakeNode(NodeProcess):
 
 
 @pytest.fixture
-def simulate(tmp_path, monkeypatch):
-    from nodes.commands import init
+def simulate(tmp_path, no_base_digest):
     from scenarios.simulate import Simulation
 
-    monkeypatch.setattr(init, "base_digest", lambda base: "")  # fake nodes need no base model
     sims = []
 
     def run(nodes: list[dict], timeout_s: float = 20, steps: int = 3):

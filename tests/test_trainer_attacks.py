@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import pytest
 from conftest import wait_for
@@ -28,14 +27,15 @@ EXERCISED: set[str] = set()  # reasons the attack tests provoked; the last test 
 
 def write_run(tmp, trainer_key_id: str):
     from crypto.identity import Identity
-    from nodes.commands.init import base_digest
+    from nodes.runconfig import base_digest
     from swarm.manifest import parse_manifest, sign_manifest, write_manifest
 
     owner = Identity.generate()
     manifest = parse_manifest({
         "run": {"id": "attacks", "owner_key_id": owner.key_id},
         "model": {"base": "tiny", "sha256": base_digest("tiny")},
-        "grpo": {"prompts_per_step": PROMPTS_PER_STEP, "group_size": 2, "steps": 1000},
+        "grpo": {"prompts_per_step": PROMPTS_PER_STEP, "prompts_per_chunk": PROMPTS_PER_STEP, "group_size": 2,
+                 "steps": 1000},
         "sync": {"mode": "async", "staleness": 0},
         "swarm": {"trainer_keys": [trainer_key_id], "announce_period_s": 1.0},
     })
@@ -58,7 +58,7 @@ def swarm(tmp_path_factory, launched):
     try:
         client = SwarmClient(run, tmp / "client", [trainer.wait_joined()]).start()
         # Ready when we see the trainer's v0 and it sees us as a live member (else: unknown_sender).
-        wait_for(lambda: (t := client.trainer()) is not None and t.extra.get("version") == 0, 90,
+        wait_for(lambda: (t := client.trainer()) is not None and t.trainer.version == 0, 90,
                  "the trainer to publish v0", poll=0.3)
         wait_for(lambda: client.node.peer_id in {p["peer_id"] for p in (trainer.status() or {}).get("peers", [])},
                  30, "the trainer to see the client", poll=0.3)
@@ -121,7 +121,7 @@ def test_rewards_are_recomputed_on_the_text_before_the_first_eos():
     from nodes.models.tiny import tiny_model_dir
     from nodes.tasks import make_task
     from nodes.trainer.intake import recompute_rewards
-    from nodes.trajectory import TrajectoryChunk, TrajectoryGroup
+    from swarm.chunk import TrajectoryChunk, TrajectoryGroup
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir())
 
@@ -146,6 +146,7 @@ def test_rewards_are_recomputed_on_the_text_before_the_first_eos():
 # -- attacks on the live trainer --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tampered_blob(swarm):
     _, client = swarm
     blob = bytearray(client.seal(client.sign(honest(swarm))))
@@ -153,6 +154,7 @@ def test_tampered_blob(swarm):
     expect_rejected(swarm, bytes(blob), "sealed")
 
 
+@pytest.mark.slow
 def test_signed_by_a_key_other_than_the_sender(swarm):
     from crypto.identity import Identity
 
@@ -160,12 +162,13 @@ def test_signed_by_a_key_other_than_the_sender(swarm):
     stranger = Identity.generate()
     chunk = honest(swarm)
     # Sealed as from us (a member) but signed by someone else.
-    expect_rejected(swarm, client.seal(client.sign(chunk, signer=stranger)), "signature")
+    expect_rejected(swarm, client.seal(client.sign(chunk, signer=stranger)), "bad_signature")
     # Signed and sealed by a key that is not a live member of the swarm.
     own = dataclasses.replace(chunk, producer_key_id=stranger.key_id)
     expect_rejected(swarm, client.seal(client.sign(own, signer=stranger), sender=stranger), "unknown_sender")
 
 
+@pytest.mark.slow
 def test_replayed_chunk(swarm):
     trainer, client = swarm
     v = version(trainer)
@@ -177,6 +180,7 @@ def test_replayed_chunk(swarm):
     expect_rejected(swarm, client.seal(envelope), "replay")  # resealed: a fresh blob, the same chunk
 
 
+@pytest.mark.slow
 def test_stale_chunk(swarm):
     _, client = swarm
     held_back = client.seal(client.sign(honest(swarm)))  # valid now ...
@@ -184,23 +188,48 @@ def test_stale_chunk(swarm):
     expect_rejected(swarm, held_back, "stale")
 
 
+@pytest.mark.slow
 def test_oversized_requests(swarm):
-    from nodes.roles_runtime import MAX_CHUNK_REQUEST
+    from swarm.chunk import ChunkLimits
     from swarm.transport import TransportError
 
     trainer, client = swarm
-    # Over the transport's frame limit: dropped unread, no reply, but counted.
+    frame_limit = ChunkLimits.for_run(client.m.grpo, vocab_size=1).sealed_bytes  # from the manifest's shape
+    # Over the transport's frame limit: refused unread, no reply, but counted.
     before = counted(trainer).get("oversize", 0)
-    started = time.monotonic()
     with pytest.raises(TransportError):
-        client.send(b"\0" * (MAX_CHUNK_REQUEST + 1), timeout=20)
-    assert time.monotonic() - started < 15  # refused at once, not left to time out
+        client.send(b"\0" * (frame_limit + 1), timeout=20)
     wait_for(lambda: counted(trainer).get("oversize", 0) == before + 1, 10, "'oversize' to be counted")
-    # Under the frame limit but over the chunk limit: the intake refuses it with a reply.
-    expect_rejected(swarm, b"\0" * (MAX_CHUNK_REQUEST - 1024), "oversize")
+    # Within the frame limit, garbage: the intake refuses it with a reply.
+    expect_rejected(swarm, b"\0" * (frame_limit - 1024), "sealed")
     assert trainer.alive()
 
 
+@pytest.mark.slow
+def test_a_chunk_beyond_the_manifest_shape_is_refused_before_any_scoring(swarm):
+    """One validly signed chunk of 512 groups x 1,024 tokens once made the honesty check run one
+    forward over all of it (3 GiB: the trainer was killed). The manifest's chunk shape (here 2
+    groups of 2 samples of <= 7 tokens) is enforced at the door: by the frame limit for the bytes,
+    by the decoder for the counts."""
+    from swarm.transport import TransportError
+
+    trainer, client = swarm
+    chunk = honest(swarm)
+    g = chunk.groups[0]
+    huge = dataclasses.replace(g, completions=tuple((g.prompt_ids[1],) * 1024 for _ in range(2)),
+                               logprobs=tuple((-1.0,) * 1024 for _ in range(2)))
+    wide = dataclasses.replace(chunk, sampling={**chunk.sampling, "max_new_tokens": 1024}, groups=(huge,) * 512)
+    before = counted(trainer).get("oversize", 0)
+    with pytest.raises(TransportError):  # refused unread: the stream is closed without a reply
+        client.send(client.seal(client.sign(wide)), timeout=30)
+    wait_for(lambda: counted(trainer).get("oversize", 0) == before + 1, 10, "'oversize' to be counted")
+    # Small in bytes but one group too many: refused by count, still before scoring.
+    expect_rejected(swarm, client.seal(client.sign(dataclasses.replace(chunk, groups=chunk.groups + (g,)))), "limit")
+    assert trainer.alive()
+    advance(swarm)
+
+
+@pytest.mark.slow
 def test_wrong_run(swarm):
     _, client = swarm
     chunk = honest(swarm)
@@ -210,6 +239,7 @@ def test_wrong_run(swarm):
     expect_rejected(swarm, client.seal(client.sign(other)), "wrong_run")
 
 
+@pytest.mark.slow
 def test_tokens_after_eos(swarm):
     _, client = swarm
     chunk = honest(swarm)
@@ -218,9 +248,10 @@ def test_tokens_after_eos(swarm):
     bad = dataclasses.replace(g, completions=((g.prompt_ids[1], eos, g.prompt_ids[1]),) + g.completions[1:],
                               logprobs=((-1.0, -1.0, -1.0),) + g.logprobs[1:])
     expect_rejected(swarm, client.seal(client.sign(dataclasses.replace(chunk, groups=(bad,) + chunk.groups[1:]))),
-                    "chunk_eos")
+                    "eos")
 
 
+@pytest.mark.slow
 def test_dishonest_logprobs(swarm):
     _, client = swarm
     chunk = honest(swarm)
@@ -231,6 +262,7 @@ def test_dishonest_logprobs(swarm):
     expect_rejected(swarm, client.seal(client.sign(dataclasses.replace(chunk, groups=forged))), "dishonest")
 
 
+@pytest.mark.slow
 def test_trainer_survives_every_attack_and_still_trains(swarm):
     trainer, _ = swarm
     assert trainer.alive()

@@ -56,7 +56,7 @@ def plant_replay(rollout_dir: Path, rollout_key: Path, chunk_id: str, manifest, 
     from crypto.envelope import sign_envelope
     from crypto.identity import Identity
     from nodes.rollout import CHUNK_TYPE
-    from nodes.trajectory import TrajectoryChunk, TrajectoryGroup, encode_chunk
+    from swarm.chunk import TrajectoryChunk, TrajectoryGroup, encode_chunk
 
     identity = Identity.load(rollout_key)
     g = manifest.grpo
@@ -163,6 +163,7 @@ def trainer_records(d: dict) -> dict:
     return records
 
 
+@pytest.mark.slow
 def test_trainer_sigkill_restart_resumes_from_checkpoint_without_double_counting(restarted_run):
     d = restarted_run
     before, after, ckpt_step, meta = d["before"], d["after"], d["ckpt_step"], d["ckpt_meta"]
@@ -222,6 +223,7 @@ def test_trainer_sigkill_restart_resumes_from_checkpoint_without_double_counting
     assert "trainer refused our chunk: replay" in (d["rdir"] / "node.log").read_text()
 
 
+@pytest.mark.slow
 def test_version_fetched_over_p2p_loads_with_peft_and_matches_trainer_logits(restarted_run):
     import torch
     from peft import PeftModel
@@ -229,9 +231,9 @@ def test_version_fetched_over_p2p_loads_with_peft_and_matches_trainer_logits(res
 
     from nodes.models import resolve_base
     from nodes.tasks import make_task
-    from nodes.trainer.adapters import load_version
     from nodes.trainer.checkpoint import load_checkpoint
     from nodes.trainer.policy import Policy, PolicyConfig
+    from swarm.adapters.files import load_version
 
     d = restarted_run
     m = d["signed"].manifest
@@ -281,18 +283,20 @@ def test_version_fetched_over_p2p_loads_with_peft_and_matches_trainer_logits(res
 
 
 def _trainer_in_process(workdir: Path, signed, identity, store=None):
-    """A TrainerWorker on `workdir` without a swarm (nothing here needs peers): a restart is a new one.
-    `store`: the node's adapter store as it is when it becomes trainer (default: empty)."""
-    from types import SimpleNamespace
-
-    from nodes.adapter_store import AdapterStore
+    """A TrainerWorker on `workdir` of a node that never joins (nothing here needs peers): a
+    restart is a new one. `store`: the node's adapter store as it is when it becomes trainer."""
+    from nodes.context import WorkerContext
     from nodes.metrics import MetricsLog
+    from nodes.node import Node, NodeOptions
     from nodes.trainer.worker import TrainerWorker
+    from swarm.adapters.store import AdapterStore
+    from swarm.records import Hardware
 
-    node = SimpleNamespace(signed=signed, identity=identity, options=SimpleNamespace(workdir=workdir),
-                           view=SimpleNamespace(records=[]), adapter_version=-1, extra={})
-    store = store or AdapterStore(workdir / "adapters", signed.digest)
-    return TrainerWorker(node, None, store, MetricsLog(workdir / "metrics.jsonl"), threads=1)
+    node = Node(signed, identity, NodeOptions(listen=[], workdir=workdir), Hardware(torch=True), 1.0)
+    ctx = WorkerContext(signed=signed, identity=identity, workdir=workdir, swarm=node, transport=None,
+                        store=store or AdapterStore(workdir / "adapters", signed.digest),
+                        metrics=MetricsLog(workdir / "metrics.jsonl"), threads=1)
+    return TrainerWorker(ctx)
 
 
 def test_a_trainer_whose_checkpoint_the_swarm_has_passed_continues_from_the_newer_version(tmp_path):
@@ -326,7 +330,7 @@ def test_a_trainer_whose_checkpoint_the_swarm_has_passed_continues_from_the_newe
     train_and_publish(a, 2)
     assert int(load_checkpoint(tmp_path / "a" / "checkpoint")[0]["meta.step"]) == 2
 
-    from nodes.adapter_store import AdapterStore
+    from swarm.adapters.store import AdapterStore
 
     b_store = AdapterStore(tmp_path / "b" / "adapters", signed.digest)
     for v in (0, 2):
@@ -354,8 +358,8 @@ def test_kill_around_publication_leaves_one_consistent_version(tmp_path, killed)
     between the two re-publishes the version on restart (same weights, same chunks, same parent);
     a kill after both resumes without re-publishing and without carrying the chunks over again."""
     from crypto.identity import Identity
-    from nodes.trainer.adapters import adapter_bytes
     from nodes.trainer.checkpoint import load_checkpoint
+    from swarm.adapters.files import adapter_bytes
     from swarm.manifest import load_manifest
 
     scenario = Scenario(Settings(name="window", steps=4, publish_every=2),

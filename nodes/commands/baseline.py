@@ -17,9 +17,8 @@ PROGRESS_EVERY = 10
 
 def manifest_for(args):
     """The RunManifest whose settings the baseline reproduces."""
-    from crypto.identity import Identity
-    from scenarios.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario
-    from scenarios.simulate import scenario_manifest
+    from nodes.runconfig import SETTINGS_ONLY_OWNER
+    from scenarios.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario, scenario_manifest
     from swarm.manifest import load_manifest
 
     if args.run and args.scenario:
@@ -27,14 +26,13 @@ def manifest_for(args):
     if args.run:
         return load_manifest(args.run).manifest
     try:
-        scenario = load_scenario(args.scenario or DEFAULT_SCENARIO)
+        return scenario_manifest(load_scenario(args.scenario or DEFAULT_SCENARIO), SETTINGS_ONLY_OWNER)
     except ScenarioError as e:
         raise CliError(str(e)) from None
-    return scenario_manifest(scenario, Identity.generate())  # unsigned use: settings only
 
 
 def run(args) -> int:
-    from nodes.baseline import run_baseline
+    from nodes.colocated import run_baseline
     from nodes.models import resolve_base
     from nodes.tasks import TaskError
     from nodes.trainer.policy import PolicyConfig

@@ -1,3 +1,4 @@
+"""`swarm init`: write and sign a run manifest from the command line's settings."""
 from __future__ import annotations
 
 import time
@@ -6,67 +7,51 @@ from pathlib import Path
 from nodes.cli import CliError
 
 
-def _task_options(pairs: list[str]) -> dict:
+def task_options(pairs: list[str]) -> dict:
+    """`--task-option KEY=VALUE` pairs as typed task options: integers, numbers, true/false, else
+    strings."""
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise CliError(f"--task-option {pair!r} must look like KEY=VALUE")
-        for cast in (int, float):
-            try:
-                value = cast(value)
-                break
-            except ValueError:
-                continue
-        options[key] = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
+        options[key] = _typed(value)
     return options
 
 
-def base_digest(base: str) -> str:
-    """sha256 of the base weights; builds the embedded tiny model on first use (~10-30 s)."""
-    from nodes.models.tiny import file_sha256, tiny_model_dir
-
-    if base == "tiny":
-        return file_sha256(tiny_model_dir() / "model.safetensors")
-    path = Path(base) / "model.safetensors"
-    if path.exists():
-        return file_sha256(path)
-    return ""  # a hub id: nodes check the digest of what they download against what the owner pins
+def _typed(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return {"true": True, "false": False}.get(text, text)
 
 
-def build_manifest(args, owner):
-    """The typed, validated manifest `swarm init` signs for parsed `init` arguments.
+def manifest_of(args, owner_key_id: str):
+    """The manifest for parsed `swarm init` arguments (defaults: the manifest sections')."""
+    from nodes.runconfig import build_manifest
+    from swarm.manifest import GrpoSection, ModelSection, RunSection, SwarmSection, SyncSection, TaskSection
 
-    Shared with `swarm simulate`, which parses its own `init` argument list with the same parser,
-    so a simulated run gets exactly the manifest (and defaults) a user's `swarm init` would.
-    """
-    from nodes.tasks import make_task
-    from swarm.manifest import parse_manifest
-
-    make_task(args.task, _task_options(args.task_option))  # fail now, not on every node later
-    body = {
-        "run": {"id": args.run_id or time.strftime("run-%Y%m%d-%H%M%S"), "owner_key_id": owner.key_id,
-                "seed": args.seed},
-        "model": {"base": args.base, "sha256": base_digest(args.base)},
-        "task": {"name": args.task, "options": _task_options(args.task_option)},
-        "sync": {"mode": args.mode, "staleness": args.staleness, "publish_every": args.publish_every},
-        "grpo": {"steps": args.steps},
-        "swarm": {"trainer_slots": args.trainer_slots, "trainer_keys": args.trainer_key,
-                  "rollout_keys": args.rollout_key, "announce_period_s": args.announce_period},
-    }
-    return parse_manifest(body)
+    return build_manifest(
+        RunSection(id=args.run_id or time.strftime("run-%Y%m%d-%H%M%S"), owner_key_id=owner_key_id,
+                   seed=args.seed),
+        model=ModelSection(base=args.base),
+        task=TaskSection(name=args.task, options=task_options(args.task_option)),
+        grpo=GrpoSection(steps=args.steps),
+        sync=SyncSection(mode=args.mode, staleness=args.staleness, publish_every=args.publish_every),
+        swarm=SwarmSection(trainer_slots=args.trainer_slots, trainer_keys=tuple(args.trainer_key),
+                           rollout_keys=tuple(args.rollout_key), announce_period_s=args.announce_period),
+    )
 
 
 def run(args) -> int:
     from crypto.identity import Identity
-    from swarm.manifest import sign_manifest, write_manifest
+    from swarm.manifest import load_manifest, sign_manifest, write_manifest
 
     owner = Identity.load(args.owner_key)
-    manifest = build_manifest(args, owner)
-    doc = sign_manifest(manifest, owner)
-    write_manifest(doc, Path(args.out))
-    from swarm.manifest import load_manifest
-
+    manifest = manifest_of(args, owner.key_id)
+    write_manifest(sign_manifest(manifest, owner), Path(args.out))
     signed = load_manifest(args.out)
     print(f"run      {manifest.run.id}  ({manifest.sync.mode}, S={manifest.sync.staleness}, "
           f"{manifest.swarm.trainer_slots} trainer slot(s), "

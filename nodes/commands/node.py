@@ -72,9 +72,9 @@ def run(args) -> int:
     runtime = None
     try:
         node.start()
-        from nodes.roles_runtime import RoleRuntime
+        from nodes.services import NodeServices
 
-        runtime = RoleRuntime(node, engine, args.threads)
+        runtime = NodeServices(node, engine, args.threads)
         print(f"node {node.peer_id} key {identity.key_id[:16]} run {manifest.run.id} ({signed.digest[:12]})",
               flush=True)
         for maddr in node.maddrs:

@@ -1,7 +1,8 @@
-"""GRPO as pure tensor functions: group advantages, the clipped token-level loss, staleness.
+"""GRPO as pure tensor functions: group advantages and the clipped token-level loss.
 
 No model, no I/O: the trainer node and the co-located baseline both call these, and the unit
-tests check them against hand-computed values (DESIGN.md §2: pure functions live apart).
+tests check them against hand-computed values (DESIGN.md §2: pure functions live apart). Which
+chunks are fresh enough to train on is `swarm.sync.lag_rejection`, the one staleness rule.
 """
 from __future__ import annotations
 
@@ -80,14 +81,3 @@ def grpo_loss(
         }
     return loss, stats
 
-
-def staleness_ok(step: int, version: int, S: int) -> bool:
-    """May rollouts made with adapter ``version`` be used for trainer ``step``?
-
-    The adapter after ``k`` steps is version ``k``, so at step ``t`` the trainer holds version
-    ``t`` and ``t - version`` is the lag. A version from the future is never ok (it cannot exist
-    honestly); otherwise the lag must be at most ``S`` (ECHO's bounded staleness, DESIGN.md §3).
-    """
-    if min(step, version, S) < 0:
-        return False
-    return 0 <= step - version <= S

@@ -1,9 +1,10 @@
 """The trainer's door: every inbound chunk passes these checks in order, or is rejected.
 
 size limit -> open (HPKE) -> verify signature (the sealed sender's key, a swarm member) ->
-parse exactly the verified bytes -> run id and producer -> not replayed -> staleness ->
-honesty (claimed log-probs reproduce under the claimed version) -> rewards recomputed with the
-task's own verifier. A failure raises `Rejected(reason)`; the caller counts it and moves on.
+parse exactly the verified bytes, within the run's chunk shape (`ChunkLimits.for_run`) -> run id
+and producer -> not replayed -> staleness (`swarm.sync`) -> honesty (claimed log-probs reproduce
+under the claimed version, scored in bounded micro-batches) -> rewards recomputed with the task's
+own verifier. A failure raises `ChunkRejected(reason)`; the caller counts it and moves on.
 """
 from __future__ import annotations
 
@@ -13,16 +14,14 @@ from crypto.envelope import verify_envelope
 from crypto.errors import CryptoError, SealError
 from crypto.sealing import open_sealed
 from nodes.tasks.base import completion_text
-from nodes.trajectory import ChunkError, ChunkLimits, TrajectoryChunk, chunk_digest, decode_chunk
-from swarm.errors import Rejection
+from swarm.chunk import CHUNK_TYPE, ChunkLimits, TrajectoryChunk, chunk_digest, decode_chunk
+from swarm.rejections import ChunkRejected, Reason
+from swarm.sync import lag_rejection
 
-CHUNK_TYPE = "application/vnd.echo-swarm.trajectory-chunk"
+SCORE_BATCH_TOKENS = 8192
+"""Rows x padded width per forward of the honesty check: bounds its memory whatever the chunk."""
 HONESTY_TOLERANCE = 0.05
 """Max |claimed - recomputed| token log-prob. Engines agree to ~1e-3 in f32; forgeries are far off."""
-
-
-class Rejected(Rejection):
-    """A chunk refused at the trainer's door."""
 
 
 @dataclass
@@ -36,45 +35,56 @@ class Accepted:
 def open_chunk(blob: bytes, *, identity, run_id: str, members: dict[str, bytes], limits: ChunkLimits
                ) -> tuple[TrajectoryChunk, str]:
     """Decrypt, authenticate and parse a chunk. `members`: key id -> Ed25519 key of live members."""
-    if len(blob) > limits.max_bytes + 64 * 1024:
-        raise Rejected("oversize", f"{len(blob)} bytes")
+    if len(blob) > limits.sealed_bytes:
+        raise ChunkRejected(Reason.OVERSIZE, f"{len(blob)} bytes")
     try:
-        opened = open_sealed(blob, identity, run_id=run_id, max_size=limits.max_bytes + 64 * 1024)
+        opened = open_sealed(blob, identity, run_id=run_id, max_size=limits.sealed_bytes)
     except CryptoError as e:
         reason = e.reason if isinstance(e, SealError) and e.reason in ("wrong_run", "oversize") else "sealed"
-        raise Rejected(reason, str(e)) from None
+        raise ChunkRejected(reason, str(e)) from None
     sender = opened.context.sender_key_id
     if sender not in members:
-        raise Rejected("unknown_sender", f"{sender[:16]} is not a live member of this swarm")
+        raise ChunkRejected(Reason.UNKNOWN_SENDER, f"{sender[:16]} is not a live member of this swarm")
     try:
         verified = verify_envelope(opened.body, trusted_keys={sender: members[sender]},
-                                   payload_types={CHUNK_TYPE}, max_size=limits.max_bytes + 16 * 1024)
+                                   payload_types={CHUNK_TYPE}, max_size=limits.signed_bytes)
     except CryptoError as e:
-        raise Rejected("signature", str(e)) from None
-    try:
-        chunk = decode_chunk(verified.payload, limits=limits)
-    except ChunkError as e:
-        raise Rejected(f"chunk_{e.reason}", e.detail) from None
+        raise ChunkRejected(Reason.BAD_SIGNATURE, str(e)) from None
+    chunk = decode_chunk(verified.payload, limits=limits)
     if chunk.run_id != run_id:
-        raise Rejected("wrong_run", chunk.run_id)
+        raise ChunkRejected(Reason.WRONG_RUN, chunk.run_id)
     if chunk.producer_key_id != sender:
-        raise Rejected("wrong_producer", "chunk names another producer than its signer")
+        raise ChunkRejected(Reason.WRONG_PRODUCER, "chunk names another producer than its signer")
     return chunk, chunk_digest(verified.payload)
 
 
-def check_staleness(version: int, step: int, staleness: int, sequential: bool) -> None:
-    if version > step:
-        raise Rejected("future_version", f"v{version} > trainer step {step}")
-    lag = step - version
-    if (sequential and lag != 0) or lag > staleness:
-        raise Rejected("stale", f"lag {lag}")
+def check_staleness(version: int, step: int, mode: str, staleness: int) -> None:
+    """`swarm.sync.lag_rejection` as a ChunkRejected."""
+    reason = lag_rejection(version, step, mode, staleness)
+    if reason is not None:
+        raise ChunkRejected(reason, f"v{version} at trainer step {step}")
+
+
+def micro_batches(lengths: list[int], max_tokens: int = SCORE_BATCH_TOKENS) -> list[list[int]]:
+    """Consecutive index groups whose rows x longest row stays within `max_tokens` (a single row
+    longer than that is a batch of its own): what one scoring forward may hold."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i, n in enumerate(lengths):
+        if current and (len(current) + 1) * max(width, n) > max_tokens:
+            batches.append(current)
+            current, width = [], 0
+        current.append(i)
+        width = max(width, n)
+    return batches + ([current] if current else [])
 
 
 def check_honesty(chunk: TrajectoryChunk, recomputed: list[list[float]]) -> None:
     claimed = [lp for g in chunk.groups for lp in g.logprobs]
     worst = max((abs(a - b) for c, r in zip(claimed, recomputed) for a, b in zip(c, r)), default=0.0)
     if worst > HONESTY_TOLERANCE:
-        raise Rejected("dishonest", f"v{chunk.policy_version}: claimed log-probs differ from the policy's by {worst:.3f}")
+        raise ChunkRejected(Reason.DISHONEST, f"v{chunk.policy_version}: claimed log-probs differ from the policy's by {worst:.3f}")
 
 
 def recompute_rewards(chunk: TrajectoryChunk, tokenizer, task) -> list[list[float]]:

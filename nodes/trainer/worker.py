@@ -17,34 +17,38 @@ from pathlib import Path
 
 import torch
 
-from nodes.adapter_store import AdapterStore
-from nodes.metrics import MetricsLog
+from nodes.context import WorkerContext
+from nodes.metrics import AccountingEvent, DoneEvent, StepEvent
 from nodes.trainer.checkpoint import load_checkpoint, save_checkpoint
 from nodes.trainer.intake import (
     Accepted,
-    Rejected,
     check_honesty,
     check_staleness,
+    micro_batches,
     open_chunk,
     recompute_rewards,
 )
-from nodes.trajectory import ChunkLimits
+from swarm.chunk import ChunkLimits
+from swarm.messages import Verdict
+from swarm.records import TrainerState
+from swarm.rejections import ChunkRejected, Reason, Rejection
+from swarm.sync import groups_needed, oldest_usable
 from swarm.versions import AdapterVersion, sign_version
 
 log = logging.getLogger("echo_swarm.trainer")
-ASYNC_LOOKAHEAD_STEPS = 1
 
 
 class TrainerWorker:
-    def __init__(self, node, transport, store: AdapterStore, metrics: MetricsLog, threads: int | None):
+    def __init__(self, ctx: WorkerContext):
         from transformers import AutoTokenizer
 
         from nodes.models import resolve_base
         from nodes.tasks import make_task
         from nodes.trainer.policy import Policy, PolicyConfig
 
-        m = node.signed.manifest
-        self.node, self.transport, self.store, self.metrics, self.m = node, transport, store, metrics, m
+        m = ctx.manifest
+        self.ctx, self.store, self.metrics, self.m = ctx, ctx.store, ctx.metrics, m
+        threads = ctx.threads
         base = resolve_base(m.model.base, m.model.sha256)
         self.base_dir, self.gguf_unsupported = base, False
         config = PolicyConfig.from_manifest(m)
@@ -58,8 +62,8 @@ class TrainerWorker:
         self.tokenizer = AutoTokenizer.from_pretrained(base)
         self.task = make_task(m.task.name, m.task.options)
         eos = self.tokenizer.eos_token_id  # tokens after EOS would be trained on, never scored: refuse them
-        self.limits = ChunkLimits(vocab_size=self.policy.vocab_size,
-                                  stop_ids=frozenset() if eos is None else frozenset({eos}))
+        self.limits = ChunkLimits.for_run(m.grpo, vocab_size=self.policy.vocab_size,
+                                          stop_ids=frozenset() if eos is None else frozenset({eos}))
         self.ready = threading.Condition()
         self.buffer: deque[Accepted] = deque()
         self.training = False  # a batch is taken and being trained on
@@ -68,7 +72,7 @@ class TrainerWorker:
         self.acct_pending = False  # rejections counted but not yet in an accounting line
         self.versions: dict[int, dict] = {}  # recent adapter tensors, for the honesty check
         self.consumed_digests: list[str] = []
-        self.ckpt_dir = Path(node.options.workdir) / "checkpoint"
+        self.ckpt_dir = Path(ctx.workdir) / "checkpoint"
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="trainer", daemon=True)
         self._restore_or_publish_first()
@@ -103,9 +107,9 @@ class TrainerWorker:
             tensors, meta = state
             self.policy.load_state_dict(tensors)
             self._restore_accounting(meta)
-            self.store.load({self.node.identity.key_id: self.node.identity.public_key})  # what we published
+            self.store.load({self.ctx.identity.key_id: self.ctx.identity.public_key})  # what we published
             for v in [v for v in self.store.records if v > self.step]:  # not in the checkpoint: trained again
-                if self.store.records.pop(v).trainer_key_id == self.node.identity.key_id:
+                if self.store.records.pop(v).trainer_key_id == self.ctx.identity.key_id:
                     shutil.rmtree(self.store.path(v), ignore_errors=True)  # or `put` would keep it
             if self.store.latest() is None or self.store.latest().version != self.step:
                 # killed between the checkpoint and writing its version: publish it now, naming
@@ -113,7 +117,7 @@ class TrainerWorker:
                 self.consumed_digests = list(meta.get("pending", []))
             log.info("resumed from checkpoint at step %d (%d chunks seen)", self.step, len(self.seen))
         elif self.store.latest() is not None:  # failover: continue from the newest version we verified
-            from nodes.trainer.adapters import load_version
+            from swarm.adapters.files import load_version
 
             latest = self.store.latest()
             self.policy.set_adapter_tensors(load_version(self.store.path(latest.version), latest.adapter_sha256))
@@ -132,48 +136,42 @@ class TrainerWorker:
 
     def _advertise(self) -> None:
         latest = self.store.latest()
-        self.node.adapter_version = latest.version
-        self.node.extra = {"version": latest.version, "step": self.step, "need": self._need()}
+        self.ctx.swarm.advertise(adapter_version=latest.version,
+                                 trainer=TrainerState(version=latest.version, step=self.step, need=self._need()))
 
     def _need(self) -> int:
-        """Groups we can still use: this step's (sequential) or also the next one's (async), so
-        the learner never waits on a round trip yet buffered data stays at most a step old."""
-        if self.m.sync.mode == "sequential":
-            if self.training:  # this version's batch is taken: its chunks would arrive stale
-                return 0
-            steps = 1
-        else:
-            steps = 1 + ASYNC_LOOKAHEAD_STEPS
-        return max(0, steps * self.m.grpo.prompts_per_step - sum(len(a.chunk.groups) for a in self.buffer))
+        return groups_needed(self.m.sync.mode, self.m.grpo.prompts_per_step,
+                             sum(len(a.chunk.groups) for a in self.buffer), self.training)
 
-    def status(self, **verdict) -> bytes:
+    def status(self, ok: bool = True, reason: Reason | None = None) -> Verdict:
         """Our newest version and the groups we need: the reply to a status poll, and (with the
         chunk's verdict, ok / reason) to every chunk."""
-        return json.dumps({"ok": True, **verdict, "need": self._need(), "version": self._version()}).encode()
+        return Verdict(ok=ok, reason=None if reason is None else Reason(reason).value, need=self._need(),
+                       version=self._version())
 
     # -- intake -----------------------------------------------------------------------------
 
-    def handle_chunk(self, remote: str, blob: bytes) -> bytes:
+    def handle_chunk(self, remote: str, blob: bytes) -> Verdict:
         try:
             accepted = self._intake(blob)
             with self.ready:
                 if accepted.chunk.chunk_id in self.seen:  # a concurrent copy got in first
-                    raise Rejected("replay", accepted.chunk.chunk_id)
+                    raise ChunkRejected(Reason.REPLAY, accepted.chunk.chunk_id)
                 self.seen.add(accepted.chunk.chunk_id)
                 self.buffer.append(accepted)
                 self.acct["accepted"] += 1
                 self.ready.notify_all()
-        except Rejected as e:
+        except Rejection as e:
             self.count_rejection(remote, e)
             return self.status(ok=False, reason=e.reason)
         return self.status()
 
-    def count_rejection(self, remote: str, e: Rejected) -> None:
-        """Count a refused chunk (at intake, or dropped unread by the transport: oversize). The
+    def count_rejection(self, remote: str, e: Rejection) -> None:
+        """Count a refused chunk (at intake, or refused unread by the transport). The
         trainer loop writes it to metrics.jsonl within ~0.5 s, not only at the next step."""
         with self.ready:
-            first = self.acct["rejected"][e.reason] == 0
-            self.acct["rejected"][e.reason] += 1
+            first = self.acct["rejected"][e.reason.value] == 0
+            self.acct["rejected"][e.reason.value] += 1
             self.acct_pending = True
         (log.warning if first else log.debug)("rejected a chunk from %s: %s", remote[-8:], e)
 
@@ -182,15 +180,14 @@ class TrainerWorker:
         return latest.version if latest else -1
 
     def _intake(self, blob: bytes) -> Accepted:
-        members = {r.key_id: bytes.fromhex(r.public_key) for r in self.node.view.records
-                   if self.m.member_allowed(r.key_id)}
-        chunk, digest = open_chunk(blob, identity=self.node.identity, run_id=self.m.run.id, members=members,
+        chunk, digest = open_chunk(blob, identity=self.ctx.identity, run_id=self.m.run.id,
+                                   members=self.ctx.swarm.members(),
                                    limits=self.limits)
         if chunk.chunk_id in self.seen:
-            raise Rejected("replay", chunk.chunk_id)
+            raise ChunkRejected(Reason.REPLAY, chunk.chunk_id)
         if chunk.task != self.task.name or chunk.sampling["temperature"] != self.m.grpo.temperature:
-            raise Rejected("wrong_settings", "task or sampling differ from the manifest")
-        check_staleness(chunk.policy_version, self.step, self.m.sync.staleness, self.m.sync.mode == "sequential")
+            raise ChunkRejected(Reason.WRONG_SETTINGS, "task or sampling differ from the manifest")
+        check_staleness(chunk.policy_version, self.step, self.m.sync.mode, self.m.sync.staleness)
         check_honesty(chunk, self._score(chunk))
         return Accepted(chunk, digest, recompute_rewards(chunk, self.tokenizer, self.task))
 
@@ -198,14 +195,17 @@ class TrainerWorker:
         """Log-probs of the chunk's completions under the version it claims to come from."""
         tensors = self.versions.get(chunk.policy_version)
         if tensors is None:
-            raise Rejected("stale", f"v{chunk.policy_version} is no longer held for checking")
+            raise ChunkRejected(Reason.STALE, f"v{chunk.policy_version} is no longer held for checking")
         pairs = [(g.prompt_ids, c) for g in chunk.groups for c in g.completions]
+        scores = []
         with self.score_lock, torch.no_grad():
             if self.scored_version != chunk.policy_version:
                 self.scorer.set_adapter_tensors(tensors)
                 self.scored_version = chunk.policy_version
-            lp, mask = self.scorer.token_logprobs(pairs)
-        return [lp[i, : int(mask[i].sum())].tolist() for i in range(len(pairs))]
+            for batch in micro_batches([len(p) + len(c) for p, c in pairs]):
+                lp, mask = self.scorer.token_logprobs([pairs[i] for i in batch])
+                scores += [lp[i, : int(mask[i].sum())].tolist() for i in range(len(batch))]
+        return scores
 
     # -- training ---------------------------------------------------------------------------
 
@@ -215,11 +215,11 @@ class TrainerWorker:
             while not self.stop_event.is_set():
                 for item in list(self.buffer):
                     try:
-                        check_staleness(item.chunk.policy_version, self.step, self.m.sync.staleness,
-                                        self.m.sync.mode == "sequential")
-                    except Rejected as e:
+                        check_staleness(item.chunk.policy_version, self.step, self.m.sync.mode,
+                                        self.m.sync.staleness)
+                    except ChunkRejected as e:
                         self.buffer.remove(item)
-                        self.acct["dropped"][e.reason] += 1
+                        self.acct["dropped"][e.reason.value] += 1
                 groups = sum(len(a.chunk.groups) for a in self.buffer)
                 if groups >= self.m.grpo.prompts_per_step:
                     batch, n = [], 0
@@ -229,7 +229,7 @@ class TrainerWorker:
                         n += len(item.chunk.groups)
                     self.training = True
                     return batch
-                self.node.extra = {**self.node.extra, "need": self._need()}
+                self._advertise()
                 if self.acct_pending:  # between steps the totals reconcile: safe to write them
                     self._write_accounting()
                 self.ready.wait(0.5)
@@ -244,7 +244,7 @@ class TrainerWorker:
             wait_s = time.perf_counter() - waited
             self._train(batch, wait_s)
         if self.step >= self.m.grpo.steps:
-            self.metrics.write("done", steps=self.step, version=self.store.latest().version)
+            self.metrics.write(DoneEvent(steps=self.step, version=self.store.latest().version))
             log.info("finished: %d steps, adapter v%d", self.step, self.store.latest().version)
 
     def _train(self, batch: list[Accepted], wait_s: float) -> None:
@@ -262,26 +262,26 @@ class TrainerWorker:
         self.consumed_digests += [item.digest for item in batch]
         if self.step % self.m.sync.publish_every == 0 or self.step >= self.m.grpo.steps:
             self._publish()
-            for v in [v for v in self.versions if v < self.step - self.m.sync.staleness]:
+            for v in [v for v in self.versions if v < oldest_usable(self.step, self.m.sync.mode, self.m.sync.staleness)]:
                 del self.versions[v]
         self.training = False
         self._advertise()
         flat = [r for g in rewards for r in g]
         step_s = time.perf_counter() - started + wait_s
-        self.metrics.write("step", step=self.step, version=self.store.latest().version,
-                           reward_mean=sum(flat) / len(flat), lags=dict(lags), samples=len(flat),
-                           step_s=step_s, wait_s=wait_s, loss=stats.get("loss"))
+        self.metrics.write(StepEvent(step=self.step, version=self.store.latest().version,
+                                     reward_mean=sum(flat) / len(flat), lags=dict(lags), samples=len(flat),
+                                     step_s=step_s, wait_s=wait_s, loss=stats.get("loss")))
         self._write_accounting()
         log.info("step %d reward %.3f (lags %s, waited %.2fs)", self.step, sum(flat) / len(flat), dict(lags), wait_s)
 
     def _write_accounting(self) -> None:
         a = self.acct
         self.acct_pending = False
-        self.metrics.write("accounting", accepted=a["accepted"], consumed=a["consumed"], buffered=len(self.buffer),
-                           dropped=dict(a["dropped"]), rejected=dict(a["rejected"]))
+        self.metrics.write(AccountingEvent(accepted=a["accepted"], consumed=a["consumed"], buffered=len(self.buffer),
+                                           dropped=dict(a["dropped"]), rejected=dict(a["rejected"])))
 
     def _tensors(self, version: AdapterVersion) -> dict:
-        from nodes.trainer.adapters import load_version
+        from swarm.adapters.files import load_version
 
         held = self.versions.get(version.version)
         return held if held is not None else load_version(self.store.path(version.version), version.adapter_sha256)
@@ -302,7 +302,8 @@ class TrainerWorker:
 
     def _publish(self) -> None:
         """Checkpoint, then write version `step` (PEFT dir + signed record); the caller announces it."""
-        from nodes.trainer.adapters import adapter_bytes, pack_delta
+        from swarm.adapters.delta import pack_delta
+        from swarm.adapters.files import adapter_bytes
 
         parent = self.store.latest()
         tensors = self.versions[self.step] = self.policy.adapter_tensors()  # scorable before announced
@@ -312,14 +313,14 @@ class TrainerWorker:
         config_json = json.dumps(config, sort_keys=True, indent=2).encode()
         gguf = self._gguf(config_json, weights)
         record = AdapterVersion(
-            run_digest=self.node.signed.digest, version=self.step, step=self.step,
+            run_digest=self.ctx.signed.digest, version=self.step, step=self.step,
             adapter_sha256=hashlib.sha256(weights).hexdigest(),
             parent_version=parent.version if parent else -1, parent_sha256=parent.adapter_sha256 if parent else "",
-            base_sha256=self.m.model.sha256, trainer_key_id=self.node.identity.key_id,
+            base_sha256=self.m.model.sha256, trainer_key_id=self.ctx.identity.key_id,
             chunks=tuple(self.consumed_digests), created_at=time.time(),
             gguf_sha256=hashlib.sha256(gguf).hexdigest() if gguf else "",
         )
-        envelope = sign_version(record, self.node.identity)
+        envelope = sign_version(record, self.ctx.identity)
         with self.ready:  # a consistent snapshot: intake threads change these concurrently
             meta = {"seen": sorted(self.seen), "pending": list(record.chunks),
                     "acct": {"accepted": self.acct["accepted"] - len(self.buffer), "consumed": self.acct["consumed"],

@@ -4,9 +4,7 @@ Each version lives in `ADAPTERS/vN/` as a PEFT directory (`adapter_config.json`,
 `adapter_model.safetensors`, loadable with `PeftModel.from_pretrained`) plus the trainer's
 signed record `version.dsse`, and when the trainer made them: `gguf/adapter-f32.gguf` (the same
 adapter for llama.cpp, digest in the record) and `delta.bin` (the compressed exact delta from the
-parent version). A request names the version, the newest one the asker holds and whether it wants
-the GGUF; the reply bundle is length-prefixed parts: header (JSON: "full" or "delta" body, GGUF
-or not), record envelope, config JSON, body (weights or delta), [GGUF]. A received version is
+parent version), served as bundles (`swarm.adapters.bundle`). A received version is
 used only if the record verifies against a current trainer's key, the weights (as sent, or
 rebuilt from the delta) and the GGUF match its digests, and it continues the chain we hold
 (higher version; the parent digest matches when we hold the parent).
@@ -14,36 +12,20 @@ rebuilt from the delta) and the GGUF match its digests, and it continues the cha
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from swarm.versions import AdapterVersion, VersionError, verify_version
+from swarm.adapters.bundle import MAX_BUNDLE_BYTES, Bundle, decode_bundle
+from swarm.adapters.files import CONFIG_NAME, WEIGHTS_NAME
+from swarm.messages import BundleHeader
+from swarm.rejections import Reason, VersionRejected
+from swarm.versions import AdapterVersion, verify_version
 
-MAX_BUNDLE_BYTES = 256 << 20
-WEIGHTS, CONFIG, RECORD = "adapter_model.safetensors", "adapter_config.json", "version.dsse"
+WEIGHTS, CONFIG, RECORD = WEIGHTS_NAME, CONFIG_NAME, "version.dsse"
 GGUF, DELTA = "gguf/adapter-f32.gguf", "delta.bin"
-MAX_PARTS = 5
-
-
-def pack_bundle(*parts: bytes) -> bytes:
-    return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
-
-
-def unpack_bundle(data: bytes) -> list[bytes]:
-    parts, pos = [], 0
-    while pos < len(data):
-        if len(parts) == MAX_PARTS or pos + 8 > len(data):
-            raise VersionError("format", "malformed adapter bundle")
-        n = int.from_bytes(data[pos : pos + 8], "big")
-        if pos + 8 + n > len(data):
-            raise VersionError("format", "truncated adapter bundle")
-        parts.append(data[pos + 8 : pos + 8 + n])
-        pos += 8 + n
-    return parts
 
 
 def _sha(data: bytes) -> str:
@@ -52,6 +34,7 @@ def _sha(data: bytes) -> str:
 
 class AdapterStore:
     def __init__(self, root: Path, run_digest: str, keep: int = 6):
+        """`keep`: versions kept on disk (nodes pass `swarm.sync.versions_kept`)."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.run_digest = run_digest
@@ -94,7 +77,7 @@ class AdapterStore:
                                         run_digest=self.run_digest)
                 if p.name == f"v{record.version}" and _sha((p / WEIGHTS).read_bytes()) == record.adapter_sha256:
                     self.records[record.version] = record
-            except (OSError, VersionError):
+            except (OSError, VersionRejected):
                 continue
 
     def bundle(self, version: int, have: int = -1, gguf: bool = False) -> bytes | None:
@@ -104,51 +87,45 @@ class AdapterStore:
             return None
         try:
             delta = (p / DELTA).read_bytes() if have == record.parent_version and (p / DELTA).is_file() else b""
-            body = delta or (p / WEIGHTS).read_bytes()
-            extra = [(p / GGUF).read_bytes()] if gguf and record.gguf_sha256 and (p / GGUF).is_file() else []
-            header = json.dumps({"body": "delta" if delta else "full", "gguf": bool(extra)}).encode()
-            return pack_bundle(header, (p / RECORD).read_bytes(), (p / CONFIG).read_bytes(), body, *extra)
+            extra = (p / GGUF).read_bytes() if gguf and record.gguf_sha256 and (p / GGUF).is_file() else b""
+            header = BundleHeader(body="delta" if delta else "full", gguf=bool(extra))
+            return Bundle(header, (p / RECORD).read_bytes(), (p / CONFIG).read_bytes(),
+                          delta or (p / WEIGHTS).read_bytes(), extra).encode()
         except OSError:
             return None
 
     def accept(self, data: bytes, *, want_version: int, trusted_keys: Mapping[str, bytes]) -> AdapterVersion:
-        """Verify a bundle received from a peer and store it; VersionError says why not."""
-        parts = unpack_bundle(data)
-        try:
-            header = json.loads(parts[0])
-            kind, with_gguf = header["body"], header["gguf"]
-            envelope, config, body = parts[1:4]
-        except (ValueError, KeyError, TypeError, IndexError):
-            raise VersionError("format", "malformed adapter bundle header") from None
-        if kind not in ("full", "delta") or len(parts) != 4 + bool(with_gguf):
-            raise VersionError("format", "adapter bundle parts do not match its header")
+        """Verify a bundle received from a peer and store it; VersionRejected says why not."""
+        b = decode_bundle(data)
+        envelope, config, body = b.envelope, b.config, b.body
         record = verify_version(envelope, trusted_keys=trusted_keys, run_digest=self.run_digest)
         if record.version != want_version:
-            raise VersionError("wrong_version", f"asked for v{want_version}, got v{record.version}")
+            raise VersionRejected(Reason.WRONG_VERSION, f"asked for v{want_version}, got v{record.version}")
         held = self.latest()
         if held is not None and record.version <= held.version:
-            raise VersionError("rollback", f"v{record.version} is not newer than v{held.version}")
+            raise VersionRejected(Reason.ROLLBACK, f"v{record.version} is not newer than v{held.version}")
         parent = self.records.get(record.parent_version)
         if parent is not None and parent.adapter_sha256 != record.parent_sha256:
-            raise VersionError("fork", f"v{record.version} does not continue the v{parent.version} we hold")
-        weights = self._rebuild(record, body) if kind == "delta" else body
+            raise VersionRejected(Reason.FORK, f"v{record.version} does not continue the v{parent.version} we hold")
+        weights = self._rebuild(record, body) if b.header.body == "delta" else body
         if _sha(weights) != record.adapter_sha256:
-            raise VersionError("digest", "adapter weights do not match the signed digest")
-        gguf = parts[4] if with_gguf else b""
+            raise VersionRejected(Reason.DIGEST, "adapter weights do not match the signed digest")
+        gguf = b.gguf
         if gguf and _sha(gguf) != record.gguf_sha256:
-            raise VersionError("digest", "GGUF adapter does not match the signed digest")
-        self.put(record, envelope, config, weights, gguf=gguf, delta=body if kind == "delta" else b"")
+            raise VersionRejected(Reason.DIGEST, "GGUF adapter does not match the signed digest")
+        self.put(record, envelope, config, weights, gguf=gguf, delta=body if b.header.body == "delta" else b"")
         return record
 
     def _rebuild(self, record: AdapterVersion, delta: bytes) -> bytes:
         """The weights of `record` from the parent we hold and a delta (exact, see adapters.py)."""
-        from nodes.trainer.adapters import AdapterError, adapter_bytes, load_version, unpack_delta
+        from swarm.adapters.delta import unpack_delta
+        from swarm.adapters.files import AdapterError, adapter_bytes, load_version
 
         parent = self.records.get(record.parent_version)
         if parent is None:
-            raise VersionError("format", f"got a delta against v{record.parent_version}, which we do not hold")
+            raise VersionRejected(Reason.FORMAT, f"got a delta against v{record.parent_version}, which we do not hold")
         try:
             tensors = load_version(self.path(parent.version), parent.adapter_sha256)
             return adapter_bytes(unpack_delta(delta, tensors, parent.adapter_sha256, MAX_BUNDLE_BYTES))
         except AdapterError as e:
-            raise VersionError("digest", f"delta: {e}") from None
+            raise VersionRejected(Reason.DIGEST, f"delta: {e.detail}") from None

@@ -4,8 +4,8 @@ Wire form: one safetensors file (never pickle). Token ids and behaviour log-prob
 tensors cut by offset tensors; the scalar fields travel as canonical JSON in the safetensors
 ``__metadata__`` under the key ``"chunk"``. The decoder trusts nothing: it reads the safetensors
 header itself (so every structural oddity is seen, not smoothed over), checks every field, dtype,
-shape, offset, token id and log-prob, and raises only :class:`ChunkError` with a short
-machine-readable ``reason`` that the node can count (DESIGN.md §5).
+shape, offset, token id and log-prob, and raises only :class:`ChunkRejected` with a
+`Reason` that the node can count (DESIGN.md §5).
 
 Layout (G groups, N samples, all samples of a group share the group's prompt)::
 
@@ -19,6 +19,7 @@ Layout (G groups, N samples, all samples of a group share the group's prompt)::
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
@@ -30,7 +31,14 @@ import numpy as np
 
 from crypto.canonical import canonical_json, parse_json
 from crypto.errors import CanonicalError
+from swarm.rejections import ChunkRejected, Reason
 
+CHUNK_TYPE = "application/vnd.echo-swarm.trajectory-chunk"
+"""DSSE payload type of a signed chunk."""
+ENVELOPE_ALLOWANCE = 16 << 10
+"""Bytes a signed envelope may add to a chunk (binary DSSE: type, key ids, signatures)."""
+SEAL_ALLOWANCE = 64 << 10
+"""Bytes sealing may add to a signed chunk (HPKE header, one wrapped key per trainer)."""
 SCHEMA = "echo-swarm/trajectory-chunk"
 SCHEMA_VERSION = 1
 META_KEY = "chunk"
@@ -55,16 +63,6 @@ _META_FIELDS = {
 _SAMPLING_FIELDS = {"temperature", "max_new_tokens"}
 
 
-class ChunkError(ValueError):
-    """A chunk was rejected. ``reason`` is one short word for counters; ``detail`` is for logs.
-
-    Reasons: type, oversize, format, schema, version, id, dtype, shape, limit, vocab, logprobs, eos.
-    """
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -84,6 +82,34 @@ class ChunkLimits:
     there), so tokens after an EOS, which the verifier would never see but the trainer would
     train on, are refused."""
 
+    @classmethod
+    def for_run(cls, grpo, vocab_size: int, stop_ids: frozenset[int] = frozenset()) -> ChunkLimits:
+        """The shape a chunk of this run may have, from the manifest's `[grpo]` table: a chunk is
+        at most `prompts_per_chunk` groups of `group_size` samples of `max_new_tokens` each. These
+        bound the trainer's work per chunk before any of it starts (decoding, scoring)."""
+        groups, n = grpo.prompts_per_chunk, grpo.group_size
+        limits = cls(vocab_size=vocab_size, max_groups=groups, max_group_size=n, max_samples=groups * n,
+                     max_prompt_tokens=grpo.max_prompt_tokens, max_completion_tokens=grpo.max_new_tokens,
+                     stop_ids=frozenset(stop_ids))
+        return dataclasses.replace(limits, max_bytes=limits.wire_bytes())
+
+    def wire_bytes(self) -> int:
+        """An upper bound of the encoded size of a chunk within these limits (plus 16 KiB of
+        safetensors header and metadata)."""
+        tokens = self.max_groups * self.max_prompt_tokens + self.max_samples * self.max_completion_tokens
+        offsets = 8 * (2 * (self.max_groups + 1) + self.max_samples + 1)
+        return 4 * tokens + 4 * self.max_samples * self.max_completion_tokens + offsets + (16 << 10)
+
+    @property
+    def signed_bytes(self) -> int:
+        """The largest signed envelope of a chunk (binary DSSE adds a few hundred bytes)."""
+        return self.max_bytes + ENVELOPE_ALLOWANCE
+
+    @property
+    def sealed_bytes(self) -> int:
+        """The largest sealed chunk: what the trainer's `chunks` protocol reads at most."""
+        return self.signed_bytes + SEAL_ALLOWANCE
+
 
 @dataclass(frozen=True)
 class TrajectoryGroup:
@@ -101,18 +127,18 @@ class TrajectoryGroup:
         comps = tuple(_int_tuple(c, "completion_ids") for c in _seq(self.completions, "completions"))
         lps = tuple(_f32_tuple(lp) for lp in _seq(self.logprobs, "logprobs"))
         if not prompt:
-            raise ChunkError("shape", "empty prompt")
+            raise ChunkRejected(Reason.SHAPE, "empty prompt")
         if not comps:
-            raise ChunkError("shape", "group without samples")
+            raise ChunkRejected(Reason.SHAPE, "group without samples")
         if len(comps) != len(lps):
-            raise ChunkError("shape", "completions and logprobs differ in count")
+            raise ChunkRejected(Reason.SHAPE, "completions and logprobs differ in count")
         for c, lp in zip(comps, lps):
             if not c:
-                raise ChunkError("shape", "empty completion")
+                raise ChunkRejected(Reason.SHAPE, "empty completion")
             if len(c) != len(lp):
-                raise ChunkError("shape", "a completion and its logprobs differ in length")
+                raise ChunkRejected(Reason.SHAPE, "a completion and its logprobs differ in length")
             if not all(math.isfinite(x) and x <= 0.0 for x in lp):
-                raise ChunkError("logprobs", "log-probs must be finite and <= 0")
+                raise ChunkRejected(Reason.LOGPROBS, "log-probs must be finite and <= 0")
         object.__setattr__(self, "prompt_ids", prompt)
         object.__setattr__(self, "completions", comps)
         object.__setattr__(self, "logprobs", lps)
@@ -121,10 +147,10 @@ class TrajectoryGroup:
     def from_samples(cls, samples: Sequence[Any]) -> TrajectoryGroup:
         """Build from engine samples (anything with prompt_ids, completion_ids, logprobs)."""
         if not samples:
-            raise ChunkError("shape", "group without samples")
+            raise ChunkRejected(Reason.SHAPE, "group without samples")
         prompt = tuple(samples[0].prompt_ids)
         if any(tuple(s.prompt_ids) != prompt for s in samples):
-            raise ChunkError("shape", "samples of a group must share the prompt")
+            raise ChunkRejected(Reason.SHAPE, "samples of a group must share the prompt")
         return cls(prompt, tuple(tuple(s.completion_ids) for s in samples),
                    tuple(tuple(s.logprobs) for s in samples))
 
@@ -154,30 +180,30 @@ class TrajectoryChunk:
 
     def __post_init__(self) -> None:
         if not isinstance(self.run_id, str) or not _NAME.fullmatch(self.run_id):
-            raise ChunkError("schema", "run_id must be a short printable name")
+            raise ChunkRejected(Reason.SCHEMA, "run_id must be a short printable name")
         if not isinstance(self.task, str) or not _NAME.fullmatch(self.task):
-            raise ChunkError("schema", "task must be a short printable name")
+            raise ChunkRejected(Reason.SCHEMA, "task must be a short printable name")
         if not isinstance(self.chunk_id, str) or not _HEX32.fullmatch(self.chunk_id):
-            raise ChunkError("id", "chunk_id must be 32 lowercase hex digits")
+            raise ChunkRejected(Reason.ID, "chunk_id must be 32 lowercase hex digits")
         if not isinstance(self.producer_key_id, str) or not _HEX64.fullmatch(self.producer_key_id):
-            raise ChunkError("id", "producer_key_id must be 64 lowercase hex digits")
+            raise ChunkRejected(Reason.ID, "producer_key_id must be 64 lowercase hex digits")
         if type(self.policy_version) is not int or not 0 <= self.policy_version < 2**62:
-            raise ChunkError("schema", "policy_version must be a non-negative int")
+            raise ChunkRejected(Reason.SCHEMA, "policy_version must be a non-negative int")
         created = self.created_at
         if type(created) is int:
             created = float(created)
         if type(created) is not float or not math.isfinite(created) or created < 0:
-            raise ChunkError("schema", "created_at must be a finite non-negative float")
+            raise ChunkRejected(Reason.SCHEMA, "created_at must be a finite non-negative float")
         object.__setattr__(self, "created_at", created)
         object.__setattr__(self, "sampling", _check_sampling(self.sampling))
         groups = tuple(_seq(self.groups, "groups"))
         if not groups:
-            raise ChunkError("shape", "chunk without groups")
+            raise ChunkRejected(Reason.SHAPE, "chunk without groups")
         if not all(isinstance(g, TrajectoryGroup) for g in groups):
-            raise ChunkError("schema", "groups must be TrajectoryGroup")
+            raise ChunkRejected(Reason.SCHEMA, "groups must be TrajectoryGroup")
         cap = self.sampling["max_new_tokens"]
         if any(len(c) > cap for g in groups for c in g.completions):
-            raise ChunkError("shape", "a completion is longer than sampling.max_new_tokens")
+            raise ChunkRejected(Reason.SHAPE, "a completion is longer than sampling.max_new_tokens")
         object.__setattr__(self, "groups", groups)
 
     @property
@@ -187,16 +213,16 @@ class TrajectoryChunk:
 
 def _seq(value: Any, what: str) -> Iterable:
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
-        raise ChunkError("schema", f"{what} must be a sequence")
+        raise ChunkRejected(Reason.SCHEMA, f"{what} must be a sequence")
     return value
 
 
 def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
     out = tuple(int(x) if isinstance(x, np.integer) else x for x in _seq(value, what))
     if not all(type(x) is int for x in out):
-        raise ChunkError("schema", f"{what} must hold ints")
+        raise ChunkRejected(Reason.SCHEMA, f"{what} must hold ints")
     if any(not 0 <= x < 2**31 for x in out):
-        raise ChunkError("vocab", f"{what} out of int32 range")
+        raise ChunkRejected(Reason.VOCAB, f"{what} out of int32 range")
     return out
 
 
@@ -204,23 +230,23 @@ def _f32_tuple(value: Any) -> tuple[float, ...]:
     try:
         arr = np.asarray(list(_seq(value, "logprobs")), dtype=np.float64)
     except (TypeError, ValueError):
-        raise ChunkError("schema", "logprobs must hold numbers") from None
+        raise ChunkRejected(Reason.SCHEMA, "logprobs must hold numbers") from None
     if arr.ndim != 1:
-        raise ChunkError("schema", "logprobs must be flat")
+        raise ChunkRejected(Reason.SCHEMA, "logprobs must be flat")
     with np.errstate(over="ignore"):
         return tuple(float(x) for x in arr.astype(np.float32))
 
 
 def _check_sampling(value: Any) -> dict:
     if not isinstance(value, dict) or set(value) != _SAMPLING_FIELDS:
-        raise ChunkError("schema", f"sampling must have exactly {sorted(_SAMPLING_FIELDS)}")
+        raise ChunkRejected(Reason.SCHEMA, f"sampling must have exactly {sorted(_SAMPLING_FIELDS)}")
     temp, max_new = value["temperature"], value["max_new_tokens"]
     if type(temp) is int:
         temp = float(temp)
     if type(temp) is not float or not math.isfinite(temp) or not 0.0 < temp <= 100.0:
-        raise ChunkError("schema", "sampling.temperature must be a float in (0, 100]")
+        raise ChunkRejected(Reason.SCHEMA, "sampling.temperature must be a float in (0, 100]")
     if type(max_new) is not int or not 1 <= max_new <= 1 << 20:
-        raise ChunkError("schema", "sampling.max_new_tokens must be a positive int")
+        raise ChunkRejected(Reason.SCHEMA, "sampling.max_new_tokens must be a positive int")
     return {"temperature": temp, "max_new_tokens": max_new}
 
 
@@ -233,7 +259,7 @@ def encode_chunk(chunk: TrajectoryChunk) -> bytes:
     from safetensors.numpy import save
 
     if not isinstance(chunk, TrajectoryChunk):
-        raise ChunkError("type", "encode_chunk takes a TrajectoryChunk")
+        raise ChunkRejected(Reason.SCHEMA, "encode_chunk takes a TrajectoryChunk")
     comps = [c for g in chunk.groups for c in g.completions]
     lps = [lp for g in chunk.groups for lp in g.logprobs]
     tensors = {
@@ -264,12 +290,12 @@ def chunk_digest(data: bytes) -> str:
 
 
 def decode_chunk(data: bytes, *, limits: ChunkLimits) -> TrajectoryChunk:
-    """Parse untrusted wire bytes; every failure is a :class:`ChunkError`."""
+    """Parse untrusted wire bytes; every failure is a :class:`ChunkRejected`."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ChunkError("type", f"expected bytes, got {type(data).__name__}")
+        raise ChunkRejected(Reason.SCHEMA, f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
     if len(data) > limits.max_bytes:
-        raise ChunkError("oversize", f"{len(data)} bytes > {limits.max_bytes}")
+        raise ChunkRejected(Reason.OVERSIZE, f"{len(data)} bytes > {limits.max_bytes}")
     meta, arrays = _read_safetensors(data)
     fields = _parse_meta(meta)
     return _build(fields, arrays, limits)
@@ -278,48 +304,48 @@ def decode_chunk(data: bytes, *, limits: ChunkLimits) -> TrajectoryChunk:
 def _read_safetensors(data: bytes) -> tuple[str, dict[str, np.ndarray]]:
     """Strict safetensors reader: exact tensor set, dtypes, 1-D shapes, contiguous coverage."""
     if len(data) < 8:
-        raise ChunkError("format", "shorter than the safetensors header length")
+        raise ChunkRejected(Reason.FORMAT, "shorter than the safetensors header length")
     n = int.from_bytes(data[:8], "little")
     if n > len(data) - 8:
-        raise ChunkError("format", "header length past the end")
+        raise ChunkRejected(Reason.FORMAT, "header length past the end")
     try:
         header = parse_json(data[8 : 8 + n].rstrip(b" "), max_size=n)
     except CanonicalError as exc:
-        raise ChunkError("format", f"header: {exc}") from None
+        raise ChunkRejected(Reason.FORMAT, f"header: {exc}") from None
     if not isinstance(header, dict):
-        raise ChunkError("format", "header is not an object")
+        raise ChunkRejected(Reason.FORMAT, "header is not an object")
     meta = header.pop("__metadata__", None)
     if not isinstance(meta, dict) or set(meta) != {META_KEY} or not isinstance(meta[META_KEY], str):
-        raise ChunkError("schema", f"__metadata__ must hold exactly {META_KEY!r}")
+        raise ChunkRejected(Reason.SCHEMA, f"__metadata__ must hold exactly {META_KEY!r}")
     if set(header) != set(_TENSORS):
-        raise ChunkError("schema", f"tensors must be exactly {sorted(_TENSORS)}")
+        raise ChunkRejected(Reason.SCHEMA, f"tensors must be exactly {sorted(_TENSORS)}")
     body = memoryview(data)[8 + n :]
     spans = []
     arrays = {}
     for name, (st_dtype, np_dtype) in _TENSORS.items():
         info = header[name]
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise ChunkError("format", f"{name}: bad tensor entry")
+            raise ChunkRejected(Reason.FORMAT, f"{name}: bad tensor entry")
         if info["dtype"] != st_dtype:
-            raise ChunkError("dtype", f"{name} must be {st_dtype}")
+            raise ChunkRejected(Reason.DTYPE, f"{name} must be {st_dtype}")
         shape, offs = info["shape"], info["data_offsets"]
         if not (isinstance(shape, list) and len(shape) == 1 and type(shape[0]) is int and shape[0] >= 0):
-            raise ChunkError("shape", f"{name} must be 1-D")
+            raise ChunkRejected(Reason.SHAPE, f"{name} must be 1-D")
         if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)):
-            raise ChunkError("format", f"{name}: bad data_offsets")
+            raise ChunkRejected(Reason.FORMAT, f"{name}: bad data_offsets")
         begin, end = offs
         itemsize = np.dtype(np_dtype).itemsize
         if not 0 <= begin <= end <= len(body) or end - begin != shape[0] * itemsize:
-            raise ChunkError("format", f"{name}: data_offsets do not match shape")
+            raise ChunkRejected(Reason.FORMAT, f"{name}: data_offsets do not match shape")
         spans.append((begin, end))
         arrays[name] = np.frombuffer(body[begin:end], dtype=np_dtype)
     pos = 0
     for begin, end in sorted(spans):
         if begin != pos:
-            raise ChunkError("format", "tensor data overlaps or leaves gaps")
+            raise ChunkRejected(Reason.FORMAT, "tensor data overlaps or leaves gaps")
         pos = end
     if pos != len(body):
-        raise ChunkError("format", "trailing bytes after tensor data")
+        raise ChunkRejected(Reason.FORMAT, "trailing bytes after tensor data")
     return meta[META_KEY], arrays
 
 
@@ -328,30 +354,30 @@ def _parse_meta(text: str) -> dict:
     try:
         meta = parse_json(raw, max_size=64 << 10)
     except CanonicalError as exc:
-        raise ChunkError("schema", f"metadata: {exc}") from None
+        raise ChunkRejected(Reason.SCHEMA, f"metadata: {exc}") from None
     if not isinstance(meta, dict):
-        raise ChunkError("schema", "metadata is not an object")
+        raise ChunkRejected(Reason.SCHEMA, "metadata is not an object")
     if meta.get("schema") != SCHEMA:
-        raise ChunkError("schema", "not a trajectory chunk")
+        raise ChunkRejected(Reason.SCHEMA, "not a trajectory chunk")
     if meta.get("version") != SCHEMA_VERSION or type(meta.get("version")) is not int:
-        raise ChunkError("version", f"unsupported chunk version {str(meta.get('version'))[:20]}")
+        raise ChunkRejected(Reason.UNSUPPORTED, f"unsupported chunk version {str(meta.get('version'))[:20]}")
     if set(meta) != _META_FIELDS:
-        raise ChunkError("schema", "unexpected or missing metadata fields")
+        raise ChunkRejected(Reason.SCHEMA, "unexpected or missing metadata fields")
     try:
         canonical = canonical_json(meta)
     except CanonicalError as exc:
-        raise ChunkError("schema", f"metadata: {exc}") from None
+        raise ChunkRejected(Reason.SCHEMA, f"metadata: {exc}") from None
     if canonical != raw:
-        raise ChunkError("schema", "metadata is not canonical JSON")
+        raise ChunkRejected(Reason.SCHEMA, "metadata is not canonical JSON")
     return meta
 
 
 def _check_offsets(off: np.ndarray, total: int, name: str) -> np.ndarray:
     """Offsets start at 0, strictly increase (no empty pieces) and end at ``total``."""
     if len(off) < 2 or off[0] != 0 or off[-1] != total or off.min() < 0 or off.max() > total:
-        raise ChunkError("shape", f"{name} inconsistent")
+        raise ChunkRejected(Reason.SHAPE, f"{name} inconsistent")
     if not np.all(np.diff(off) > 0):
-        raise ChunkError("shape", f"{name} inconsistent")
+        raise ChunkRejected(Reason.SHAPE, f"{name} inconsistent")
     return np.diff(off)
 
 
@@ -360,33 +386,33 @@ def _build(meta: dict, a: dict[str, np.ndarray], limits: ChunkLimits) -> Traject
     n_groups = len(a["group_offsets"]) - 1
     n_samples = len(a["completion_offsets"]) - 1
     if n_groups > limits.max_groups or n_samples > limits.max_samples:
-        raise ChunkError("limit", "too many groups or samples")
+        raise ChunkRejected(Reason.LIMIT, "too many groups or samples")
     if len(a["prompt_offsets"]) != n_groups + 1:
-        raise ChunkError("shape", "prompt_offsets and group_offsets differ in length")
+        raise ChunkRejected(Reason.SHAPE, "prompt_offsets and group_offsets differ in length")
     if len(a["logprobs"]) != len(a["completion_ids"]):
-        raise ChunkError("shape", "logprobs and completion_ids differ in length")
+        raise ChunkRejected(Reason.SHAPE, "logprobs and completion_ids differ in length")
     group_sizes = _check_offsets(a["group_offsets"], n_samples, "group_offsets")
     prompt_lens = _check_offsets(a["prompt_offsets"], len(a["prompt_ids"]), "prompt_offsets")
     comp_lens = _check_offsets(a["completion_offsets"], len(a["completion_ids"]), "completion_offsets")
     if group_sizes.max() > limits.max_group_size:
-        raise ChunkError("limit", "group too large")
+        raise ChunkRejected(Reason.LIMIT, "group too large")
     if prompt_lens.max() > limits.max_prompt_tokens:
-        raise ChunkError("limit", "prompt too long")
+        raise ChunkRejected(Reason.LIMIT, "prompt too long")
     if comp_lens.max() > min(limits.max_completion_tokens, sampling["max_new_tokens"]):
-        raise ChunkError("limit", "completion too long")
+        raise ChunkRejected(Reason.LIMIT, "completion too long")
     for name in ("prompt_ids", "completion_ids"):
         ids = a[name]
         if ids.min() < 0 or ids.max() >= limits.vocab_size:
-            raise ChunkError("vocab", f"{name} outside [0, {limits.vocab_size})")
+            raise ChunkRejected(Reason.VOCAB, f"{name} outside [0, {limits.vocab_size})")
     if limits.stop_ids:
         comp = a["completion_ids"]
         last = np.zeros(len(comp), dtype=bool)
         last[a["completion_offsets"][1:] - 1] = True
         if np.any(np.isin(comp, np.fromiter(limits.stop_ids, dtype=np.int64)) & ~last):
-            raise ChunkError("eos", "tokens after a stop token")
+            raise ChunkRejected(Reason.EOS, "tokens after a stop token")
     lp = a["logprobs"]
     if not np.all(np.isfinite(lp)) or np.any(lp > 0):
-        raise ChunkError("logprobs", "log-probs must be finite and <= 0")
+        raise ChunkRejected(Reason.LOGPROBS, "log-probs must be finite and <= 0")
     prompts = a["prompt_ids"].tolist()
     comps = a["completion_ids"].tolist()
     lps = lp.tolist()

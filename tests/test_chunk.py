@@ -9,8 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nodes.trajectory import (
-    ChunkError,
+from swarm.chunk import (
     ChunkLimits,
     TrajectoryChunk,
     TrajectoryGroup,
@@ -19,6 +18,7 @@ from nodes.trajectory import (
     encode_chunk,
     new_chunk_id,
 )
+from swarm.rejections import ChunkRejected
 
 LIMITS = ChunkLimits(vocab_size=48)
 
@@ -60,7 +60,7 @@ def with_meta(data: bytes, **changes) -> bytes:
 
 
 def reason(data, limits=LIMITS) -> str:
-    with pytest.raises(ChunkError) as exc:
+    with pytest.raises(ChunkRejected) as exc:
         decode_chunk(data, limits=limits)
     return exc.value.reason
 
@@ -88,7 +88,7 @@ def test_from_samples_requires_a_shared_prompt():
 
     g = TrajectoryGroup.from_samples([S([1, 2], [3, 4], [-0.5, -0.2]), S([1, 2], [5], [-1.0])])
     assert g.prompt_ids == (1, 2) and len(g) == 2
-    with pytest.raises(ChunkError):
+    with pytest.raises(ChunkRejected):
         TrajectoryGroup.from_samples([S([1, 2], [3], [-0.5]), S([1, 3], [5], [-1.0])])
 
 
@@ -99,7 +99,7 @@ def test_oversize_is_checked_first():
 
 
 def test_not_bytes():
-    assert reason("a string") == "type"
+    assert reason("a string") == "schema"
 
 
 def test_truncated():
@@ -113,8 +113,8 @@ def test_trailing_bytes():
 
 
 def test_unknown_schema_version():
-    assert reason(with_meta(encode_chunk(make_chunk()), version=2)) == "version"
-    assert reason(with_meta(encode_chunk(make_chunk()), version=True)) == "version"
+    assert reason(with_meta(encode_chunk(make_chunk()), version=2)) == "unsupported"
+    assert reason(with_meta(encode_chunk(make_chunk()), version=True)) == "unsupported"
 
 
 def test_not_a_chunk():
@@ -234,15 +234,15 @@ def test_limits_on_counts_and_lengths():
 
 
 def test_constructor_rejects_bad_chunks():
-    with pytest.raises(ChunkError):
+    with pytest.raises(ChunkRejected):
         make_chunk(groups=())
-    with pytest.raises(ChunkError):
+    with pytest.raises(ChunkRejected):
         TrajectoryGroup((1,), ((2, 3),), ((-0.1,),))
-    with pytest.raises(ChunkError):
+    with pytest.raises(ChunkRejected):
         TrajectoryGroup((1,), ((2,),), ((0.1,),))
-    with pytest.raises(ChunkError):
+    with pytest.raises(ChunkRejected):
         TrajectoryGroup((), ((2,),), ((-0.1,),))
-    with pytest.raises(ChunkError):
+    with pytest.raises(ChunkRejected):
         TrajectoryGroup((1,), ((True,),), ((-0.1,),))
 
 
@@ -255,7 +255,7 @@ def test_duplicate_header_key():
     assert reason(struct.pack("<Q", len(dup)) + dup + data[8 + n :]) == "format"
 
 
-# -- fuzzing: whatever the bytes, only ChunkError comes out -------------------------------------
+# -- fuzzing: whatever the bytes, only ChunkRejected comes out -------------------------------------
 
 VALID = encode_chunk(make_chunk(n_groups=2, group_size=3))
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -264,7 +264,7 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 def _decode_or_chunk_error(data: bytes) -> None:
     try:
         decode_chunk(data, limits=ChunkLimits(vocab_size=48, stop_ids=frozenset({2, 3})))
-    except ChunkError as exc:
+    except ChunkRejected as exc:
         assert exc.reason
 
 

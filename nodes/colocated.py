@@ -7,47 +7,38 @@ the published adapter, score them with the task's verifier, take one GRPO step.
 
 ``kappa`` (publication period) and ``staleness`` (a fixed rollout lag, in versions) reproduce
 the async mode's off-policy-ness in one process: at step t the rollouts come from the newest
-published version <= t - staleness, and versions are published every ``kappa`` steps.
-
-    python -m nodes.baseline --steps 60 [--seed 0] [--kappa 1] [--staleness 0] [--eval-every 10]
-                             [--out curve.jsonl]
+published version <= t - staleness (`swarm.sync.rollout_version`), and versions are published
+every ``kappa`` steps. `swarm baseline` runs it with a manifest's or a scenario's settings.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
 
 from nodes.tasks.base import completion_text
-
-
-def rollout_version(step: int, kappa: int, staleness: int) -> int:
-    """Newest published version (multiples of kappa, and 0) no newer than ``step - staleness``."""
-    target = max(0, step - staleness)
-    return target - target % kappa
+from swarm.manifest import GrpoSection, RunSection, SyncSection, TaskSection
+from swarm.sync import ASYNC, lag_rejection, rollout_version
 
 
 def run_baseline(
     steps: int,
-    seed: int = 0,
-    prompts_per_step: int = 32,
-    group_size: int = 8,
-    kappa: int = 1,
+    seed: int = RunSection.seed,
+    prompts_per_step: int = GrpoSection.prompts_per_step,
+    group_size: int = GrpoSection.group_size,
+    kappa: int = SyncSection.publish_every,
     staleness: int = 0,
     out: str | Path | IO[str] | None = None,
     *,
     model_seed: int = 0,
     base_dir: str | Path | None = None,
-    task: str = "sort-digits",
+    task: str = TaskSection.name,
     task_options: dict | None = None,
-    temperature: float = 1.0,
-    max_new_tokens: int = 7,
+    temperature: float = GrpoSection.temperature,
+    max_new_tokens: int = GrpoSection.max_new_tokens,
     threads: int | None = None,
     config: Any = None,
     eval_every: int = 0,
@@ -65,9 +56,8 @@ def run_baseline(
     from nodes.engines import SamplingParams, make_engine
     from nodes.models.tiny import tiny_model_dir
     from nodes.tasks import make_task
-    from nodes.trainer.adapters import save_version
-    from nodes.trainer.grpo import staleness_ok
     from nodes.trainer.policy import Policy, PolicyConfig
+    from swarm.adapters.files import save_version
 
     if steps < 0 or kappa < 1 or staleness < 0 or prompts_per_step < 1 or group_size < 2:
         raise ValueError("need steps >= 0, kappa >= 1, staleness >= 0, prompts >= 1, group_size >= 2")
@@ -103,7 +93,8 @@ def run_baseline(
             for step in range(steps):
                 t0 = time.perf_counter()
                 v = rollout_version(step, kappa, staleness)
-                assert staleness_ok(step, v, staleness + kappa - 1)
+                # the lag is the fixed one plus up to kappa - 1 steps between publications
+                assert lag_rejection(v, step, ASYNC, staleness + kappa - 1) is None
                 if engine.adapter_version != v:
                     engine.set_adapter(v, versions[v])
                 score = None
@@ -161,47 +152,3 @@ def _open_sink(out):
         return out, False
     return open(out, "w"), True
 
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nodes.baseline", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model-seed", type=int, default=0, help="which cached tiny model (ignored with --base)")
-    ap.add_argument("--base", default=None, help="an HF model dir instead of the embedded tiny model")
-    ap.add_argument("--prompts", type=int, default=32, help="prompts per step")
-    ap.add_argument("--group-size", type=int, default=8)
-    ap.add_argument("--kappa", type=int, default=1, help="publish the adapter every kappa steps")
-    ap.add_argument("--staleness", type=int, default=0, help="rollouts lag this many versions")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--eval-every", type=int, default=0, help="greedy exact match on held-out prompts")
-    ap.add_argument("--out", default=None, help="also write the JSON lines to this file")
-    a = ap.parse_args(argv)
-
-    class Tee:
-        def __init__(self, *streams):
-            self.streams = streams
-
-        def write(self, s):
-            for st in self.streams:
-                st.write(s)
-
-        def flush(self):
-            for st in self.streams:
-                st.flush()
-
-    with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(open(a.out, "w"))] if a.out else []
-        recs = run_baseline(a.steps, a.seed, a.prompts, a.group_size, a.kappa, a.staleness,
-                            Tee(sys.stdout, *files), model_seed=a.model_seed, base_dir=a.base,
-                            threads=a.threads, eval_every=a.eval_every)
-    if recs:
-        tail = recs[-min(10, len(recs)):]
-        summary = {"summary": True, "steps": len(recs), "reward_first": recs[0]["reward"],
-                   "reward_last10": sum(r["reward"] for r in tail) / len(tail),
-                   "s_per_step": sum(r["step_s"] for r in recs) / len(recs)}
-        print(json.dumps(summary), file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""What a role worker is given: the typed handles it may use, and nothing else of its node.
+
+Workers (rollout, trainer) never reach into the `Node`: they read the run from `manifest` /
+`signed`, ask the swarm through `swarm` (the node's `trainers()`, `members()`, `holders()`,
+`advertise()`), talk to peers through `transport`, keep versions in `store` and report through
+`metrics`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crypto.identity import Identity
+    from nodes.metrics import MetricsLog
+    from nodes.node import Node
+    from swarm.adapters.store import AdapterStore
+    from swarm.manifest import RunManifest, SignedManifest
+    from swarm.transport import Transport
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    signed: SignedManifest
+    identity: Identity
+    workdir: Path
+    swarm: Node
+    """Only its swarm questions: trainers(), members(), holders(v), advertise(...), peer_id."""
+    transport: Transport
+    store: AdapterStore
+    metrics: MetricsLog
+    threads: int | None = None
+
+    @property
+    def manifest(self) -> RunManifest:
+        return self.signed.manifest
+
+    def protocol(self, name: str) -> str:
+        """The full P2P protocol name of `name` (status, chunks, adapter) in this run."""
+        return f"{self.signed.namespace}/{name}"

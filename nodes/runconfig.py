@@ -1,0 +1,81 @@
+"""The run manifest from typed settings: the one builder behind `swarm init`, `swarm simulate`
+and `swarm baseline`.
+
+Callers pass manifest sections (`swarm.manifest`'s dataclasses, whose field defaults are the run
+defaults, declared once there) and get the manifest a node would accept: validated by the same
+`parse_manifest` a node runs on the file, the task built once from its options (so a typo fails
+here, not on every node later), and the base model's weights pinned by their sha256.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from swarm.manifest import (
+    GrpoSection,
+    LoraSection,
+    ManifestError,
+    ModelSection,
+    RunManifest,
+    RunSection,
+    SwarmSection,
+    SyncSection,
+    TaskSection,
+    parse_manifest,
+)
+
+SETTINGS_ONLY_OWNER = "0" * 64
+"""A placeholder owner key id for a manifest used for its settings only, never signed
+(`swarm baseline` of a scenario)."""
+
+
+def build_manifest(
+    run: RunSection,
+    *,
+    model: ModelSection | None = None,
+    task: TaskSection | None = None,
+    lora: LoraSection | None = None,
+    grpo: GrpoSection | None = None,
+    sync: SyncSection | None = None,
+    swarm: SwarmSection | None = None,
+) -> RunManifest:
+    """The validated manifest of these sections, with the base model's digest pinned.
+
+    Sections left out (None) are the section's defaults. `model.sha256` is filled in from the base's weights
+    when empty (building the embedded tiny model on first use, ~10-30 s); a hub id stays
+    unpinned. Any problem is a ManifestError naming the field.
+    """
+    draft = RunManifest(run=run, model=model or ModelSection(), task=task or TaskSection(),
+                        lora=lora or LoraSection(), grpo=grpo or GrpoSection(), sync=sync or SyncSection(),
+                        swarm=swarm or SwarmSection())
+    manifest = parse_manifest(draft.to_dict())  # types and rules exactly as nodes check the file
+    check_task(manifest.task)
+    if not manifest.model.sha256:
+        pinned = dataclasses.replace(manifest.model, sha256=base_digest(manifest.model.base))
+        manifest = dataclasses.replace(manifest, model=pinned)
+    return manifest
+
+
+def check_task(task: TaskSection) -> None:
+    """Build the task once from its options; a ManifestError if it cannot be built."""
+    from nodes.tasks import TaskError, make_task
+
+    try:
+        make_task(task.name, dict(task.options))
+    except TaskError as e:
+        raise ManifestError(f"task: {e}") from None
+    except TypeError as e:  # an option the task does not take
+        raise ManifestError(f"task.options: {task.name!r} does not take these options ({e})") from None
+
+
+def base_digest(base: str) -> str:
+    """sha256 of the base weights; builds the embedded tiny model on first use (~10-30 s)."""
+    from nodes.models.tiny import file_sha256, tiny_model_dir
+
+    if base == "tiny":
+        return file_sha256(tiny_model_dir() / "model.safetensors")
+    path = Path(base) / "model.safetensors"
+    if path.exists():
+        return file_sha256(path)
+    return ""  # a hub id: nodes check the digest of what they download against what the owner pins
+

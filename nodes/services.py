@@ -1,0 +1,108 @@
+"""The node's P2P services and the switch between its role workers.
+
+Every node serves `adapter` (the versions it holds, to anyone); the `status` and `chunks`
+protocols are answered by the trainer worker while this node trains, and with a `not_trainer`
+verdict otherwise. When the role function moves this node to another role, the old worker stops
+and the new one starts (off the announce thread: loading a model must not delay our record).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from nodes.context import WorkerContext
+from nodes.metrics import MetricsLog, RoleEvent
+from swarm.adapters.store import AdapterStore
+from swarm.chunk import ChunkLimits
+from swarm.messages import AdapterRequest, StatusRequest, Verdict, decode
+from swarm.rejections import Reason, Rejection
+from swarm.sync import versions_kept
+from swarm.transport import PeerStanding, make_transport
+
+log = logging.getLogger("echo_swarm.node")
+NOT_TRAINER = Verdict(ok=False, reason=Reason.NOT_TRAINER.value, need=0, version=-1).encode()
+
+
+class NodeServices:
+    def __init__(self, node, engine_kind: str, threads: int | None):
+        self.node = node
+        self.engine_kind = engine_kind
+        workdir, sync = Path(node.options.workdir), node.signed.manifest.sync
+        self.context = WorkerContext(
+            signed=node.signed, identity=node.identity, workdir=workdir, swarm=node,
+            transport=make_transport("p2p", dht=node.membership.dht),
+            store=AdapterStore(workdir / "adapters", node.signed.digest, keep=versions_kept(sync.mode, sync.staleness)),
+            metrics=MetricsLog(workdir / "metrics.jsonl"), threads=threads,
+        )
+        self.worker = None
+        self.trainer = None  # the worker, while it is a TrainerWorker
+        self.standing = PeerStanding()  # who sent us good or bad chunks: served in that order
+        self._switch = threading.Lock()
+        transport, grpo = self.context.transport, node.signed.manifest.grpo
+        transport.serve(self.context.protocol("chunks"), self._on_chunk,
+                        max_request=ChunkLimits.for_run(grpo, vocab_size=1).sealed_bytes,
+                        on_refused=self._on_refused, priority=self.standing.priority)
+        transport.serve(self.context.protocol("status"), self._on_status, max_request=StatusRequest.MAX_BYTES,
+                        priority=self.standing.priority)
+        transport.serve(self.context.protocol("adapter"), self._on_adapter_request,
+                        max_request=AdapterRequest.MAX_BYTES)
+        node.on_role_change = self.on_role_change
+
+    def _on_chunk(self, remote: str, blob: bytes) -> bytes:
+        trainer = self.trainer
+        if trainer is None:
+            return NOT_TRAINER
+        verdict = trainer.handle_chunk(remote, blob)
+        (self.standing.accepted if verdict.ok else self.standing.rejected)(remote)
+        return verdict.encode()
+
+    def _on_refused(self, remote: str, reason: Reason, detail: str) -> None:
+        """A chunk request the transport refused before reading it (oversize, busy, rate): counted.
+        Busy is our congestion, not the peer's fault: it does not lower the peer's standing."""
+        if reason != Reason.BUSY:
+            self.standing.rejected(remote)
+        trainer = self.trainer
+        if trainer is not None:
+            trainer.count_rejection(remote, Rejection(reason, detail))
+
+    def _on_status(self, remote: str, request: bytes) -> bytes:
+        trainer = self.trainer
+        try:
+            decode(StatusRequest, request)
+        except Rejection as e:
+            log.info("bad status request from %s: %s", remote[-8:], e)
+            return NOT_TRAINER if trainer is None else trainer.status(ok=False, reason=e.reason).encode()
+        return NOT_TRAINER if trainer is None else trainer.status().encode()
+
+    def _on_adapter_request(self, remote: str, request: bytes) -> bytes:
+        try:
+            ask = decode(AdapterRequest, request)
+        except Rejection as e:
+            log.info("bad adapter request from %s: %s", remote[-8:], e)
+            return b""
+        return self.context.store.bundle(ask.version, ask.have, ask.gguf) or b""
+
+    def on_role_change(self, old: str, new: str) -> None:
+        threading.Thread(target=self._switch_to, args=(new,), name="role-switch", daemon=True).start()
+
+    def _switch_to(self, new: str) -> None:
+        with self._switch:
+            if self.worker is not None:
+                self.worker.stop()
+                self.worker = self.trainer = None
+            self.context.metrics.write(RoleEvent(role=new))
+            if new == "trainer":
+                from nodes.trainer.worker import TrainerWorker
+
+                self.worker = self.trainer = TrainerWorker(self.context)
+            else:
+                from nodes.rollout import RolloutWorker
+
+                self.worker = RolloutWorker(self.context, self.engine_kind)
+            self.worker.start()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.context.transport.close()

@@ -1,0 +1,37 @@
+"""Fetching one adapter version from the peers that hold it, verified before it is kept."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from swarm.adapters.bundle import MAX_BUNDLE_BYTES
+from swarm.adapters.peers import PeerFailures
+from swarm.adapters.store import AdapterStore
+from swarm.messages import AdapterRequest
+from swarm.rejections import Rejection
+from swarm.transport import Transport, TransportError
+
+log = logging.getLogger(__name__)
+FETCH_TIMEOUT_S = 30.0
+PROGRESS_TIMEOUT_S = 5.0
+"""A holder that sends no byte of its reply within this long is dropped for this fetch."""
+
+
+def fetch_version(transport: Transport, protocol: str, store: AdapterStore, version: int, peers: list[str], *,
+                  trusted_keys: Mapping[str, bytes], failures: PeerFailures, gguf: bool = False) -> bool:
+    """Ask `peers` in order (see `rank_holders`) for `version` until one sends a bundle that
+    verifies; each failure puts that peer in backoff. True once the version is in `store`."""
+    held = store.latest()
+    ask = AdapterRequest(version=version, have=held.version if held else -1, gguf=gguf).encode()
+    for peer in peers:
+        try:
+            data = transport.request(peer, protocol, ask, max_response=MAX_BUNDLE_BYTES, timeout=FETCH_TIMEOUT_S,
+                                     progress_timeout=PROGRESS_TIMEOUT_S)
+            store.accept(data, want_version=version, trusted_keys=trusted_keys)
+        except (TransportError, Rejection) as e:
+            backoff = failures.failed(peer)
+            log.warning("adapter v%d from %s refused: %s (not asked again for %.0fs)", version, peer[-8:], e, backoff)
+            continue
+        failures.succeeded(peer)
+        return True
+    return False
