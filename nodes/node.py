@@ -57,6 +57,8 @@ class Node:
         self.adapter_version = -1
         self.trainer_state = TrainerState()
         self.on_role_change: Callable[[str, str], None] | None = None
+        self.door_stats: Callable[[], dict] | None = None
+        """The P2P door's counters (in-flight bytes, refusals by reason), shown in status.json."""
         self.membership = Membership(
             signed,
             identity,
@@ -155,6 +157,7 @@ class Node:
             "adapter_version": self.adapter_version,
             "peers": [peer_summary(r) for r in self.view.records],
             "rejected": self.view.rejected,
+            "door": self.door_stats() if self.door_stats is not None else {},
             "updated_at": time.time(),
         }
         path = self.options.workdir / "status.json"

@@ -48,6 +48,7 @@ class NodeServices:
         transport.serve(self.context.protocol("adapter"), self._on_adapter_request,
                         max_request=AdapterRequest.MAX_BYTES)
         node.on_role_change = self.on_role_change
+        node.door_stats = transport.stats
 
     def _on_chunk(self, remote: str, blob: bytes) -> bytes:
         trainer = self.trainer

@@ -27,6 +27,8 @@ except ImportError:  # read /proc instead (Linux); elsewhere the check finds not
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HIVEMIND_LOGLEVEL", "ERROR")
+# hivemind's default torch sharing strategy starts a torch_shm_manager that outlives every DHT.
+os.environ.setdefault("HIVEMIND_MEMORY_SHARING_STRATEGY", "file_descriptor")
 
 # -- leftover processes ----------------------------------------------------------------------------
 # Every process started from this session inherits this mark in its environment, so one whose
@@ -107,7 +109,7 @@ def _pgid(pid: int) -> int | None:
 def leftover_processes(exclude_groups=()) -> list[Proc]:
     """The processes this session started that are still running: descendants of this pytest
     process, and orphans found by the session mark. Left out: what ran before the first test,
-    helpers libraries start for this process (they exit with it), and every process in, or descended from
+    self-terminating library helpers (_HELPERS), and every process in, or descended from
     one in, the process groups `exclude_groups` (nodes whose stopping `launched` is in charge of)."""
     me = os.getpid()
     procs = _processes()
@@ -120,16 +122,14 @@ def leftover_processes(exclude_groups=()) -> list[Proc]:
     if groups:
         held = {pid for pid in ours if _pgid(pid) in groups}
         ours -= held | _descendants(held, children)
-    return sorted((procs[pid] for pid in ours if not _own_helper(procs[pid], me)), key=lambda p: p.pid)
+    return sorted((procs[pid] for pid in ours if not any(h in procs[pid].cmdline for h in _HELPERS)),
+                  key=lambda p: p.pid)
 
 
-# Helpers that libraries start for this very process and that exit with it: torch's shared-memory
-# manager (hivemind shares tensors between an in-process DHT and its child), multiprocessing's.
+# Helpers that libraries start for a process and that exit by themselves once it and its clients
+# are gone (they may outlive a node killed with SIGKILL by seconds): torch's shared-memory manager
+# (hivemind shares tensors between a DHT and its child process), multiprocessing's own.
 _HELPERS = ("torch_shm_manager", "multiprocessing.resource_tracker", "multiprocessing.forkserver")
-
-
-def _own_helper(p: Proc, me: int) -> bool:
-    return p.ppid == me and any(h in p.cmdline for h in _HELPERS)
 
 
 def _still_running(procs: list[Proc]) -> list[Proc]:

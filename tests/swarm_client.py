@@ -21,7 +21,10 @@ from swarm.records import NodeInfo
 
 
 class SwarmClient:
-    def __init__(self, run: Path, workdir: Path, initial_peers: list[str]):
+    def __init__(self, run: Path, workdir: Path, initial_peers: list[str], node_cls: type | None = None,
+                 engine: bool = True):
+        """`node_cls`: a Node subclass (attack tests make one that lies in its record); `engine`:
+        load the transformers engine (needed for honest chunks only)."""
         from nodes.node import Node, NodeOptions
         from swarm.manifest import load_manifest
         from swarm.records import Hardware
@@ -33,9 +36,10 @@ class SwarmClient:
         options = NodeOptions(listen=["/ip4/127.0.0.1/tcp/0"], workdir=workdir, initial_peers=initial_peers,
                               role_pref="rollout")
         # No torch in the advert: the client can never be picked to train.
-        self.node = Node(self.signed, self.identity, options, Hardware(cpu="test client", cores=1), 1.0)
+        self.node = (node_cls or Node)(self.signed, self.identity, options, Hardware(cpu="test client", cores=1), 1.0)
         self.store = AdapterStore(workdir / "adapters", self.signed.digest)
         self.engine = None
+        self._with_engine = engine
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.node.run, args=(self._stop,), daemon=True)
         self.transport = None
@@ -48,7 +52,8 @@ class SwarmClient:
         self.node.start()
         self._thread.start()  # re-publishes our record every announce period, like any node
         self.transport = make_transport("p2p", dht=self.node.membership.dht)
-        self.engine = make_engine("transformers", resolve_base(self.m.model.base, self.m.model.sha256), threads=1)
+        if self._with_engine:
+            self.engine = make_engine("transformers", resolve_base(self.m.model.base, self.m.model.sha256), threads=1)
         return self
 
     def close(self) -> None:
@@ -94,6 +99,23 @@ class SwarmClient:
             policy_version=version, task=self.m.task.name,
             sampling={"temperature": g.temperature, "max_new_tokens": g.max_new_tokens}, created_at=time.time(),
             groups=tuple(TrajectoryGroup.from_samples(s) for s in groups),
+        )
+
+    def made_up_chunk(self, version: int, seed: int) -> TrajectoryChunk:
+        """A chunk of the run's exact shape with random tokens and invented log-probs: well formed,
+        validly signed, and dishonest (what a cheap attacker floods a trainer with)."""
+        import random
+
+        g, rng = self.m.grpo, random.Random(seed)
+        groups = tuple(TrajectoryGroup((1,) + tuple(rng.randrange(4, 14) for _ in range(4)),
+                                       tuple(tuple(rng.randrange(4, 14) for _ in range(3)) for _ in range(g.group_size)),
+                                       tuple((-1.0, -1.0, -1.0) for _ in range(g.group_size)))
+                       for _ in range(g.prompts_per_chunk))
+        return TrajectoryChunk(
+            run_id=self.m.run.id, chunk_id=new_chunk_id(), producer_key_id=self.identity.key_id,
+            policy_version=version, task=self.m.task.name,
+            sampling={"temperature": g.temperature, "max_new_tokens": g.max_new_tokens}, created_at=time.time(),
+            groups=groups,
         )
 
     def sign(self, chunk: TrajectoryChunk, signer: Identity | None = None) -> bytes:

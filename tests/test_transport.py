@@ -189,13 +189,13 @@ def test_progress_timeout_and_timeout(hub):
 
 
 def test_rate_limit_and_busy_refusals(hub):
-    a, b = hub("a"), hub("b", clock=Clock())  # a frozen clock: no refill during the burst
+    a, b = hub("a"), hub("b", clock=Clock(), rate=20, burst=40)  # a frozen clock: no refill during the burst
     c = hub("c", rate=1000, burst=1000, workers=1, per_peer=1, max_queued_per_peer=1)
     refused = []
     for server in (b, c):
         server.serve("echo", lambda peer, data: data, max_request=64, on_refused=lambda *args: refused.append(args))
     outcomes = []
-    for _ in range(50):  # default burst 40
+    for _ in range(50):  # burst 40
         try:
             outcomes.append(a.request("b", "echo", b"x", max_response=64))
         except TransportError:

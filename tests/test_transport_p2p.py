@@ -7,7 +7,6 @@ on streams it opens itself, to stop where an honest caller would not.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 import types
@@ -20,9 +19,6 @@ from swarm.transport import FrameTooLarge, NoProgress, P2PTransport, TransportEr
 pytestmark = pytest.mark.slow  # real hivemind DHTs and p2pd daemons, ~30 s
 
 MiB = 1 << 20
-# hivemind's default ("file_system") starts a torch_shm_manager that outlives every DHT: set before
-# hivemind is first imported (collection time), it is never started.
-os.environ.setdefault("HIVEMIND_MEMORY_SHARING_STRATEGY", "file_descriptor")
 
 
 def start_dht(peers=()):
@@ -198,7 +194,7 @@ def test_no_progress_fails_fast(clients, server):
 
 
 def test_flood_is_rate_limited_and_others_served_fairly(clients, server):
-    transport, peer, refused = server(workers=1, per_peer=1)
+    transport, peer, refused = server(workers=1, per_peer=1, rate=20, burst=40)
     order = []
 
     def work(remote, data):

@@ -18,15 +18,20 @@ PROGRESS_TIMEOUT_S = 5.0
 
 
 def fetch_version(transport: Transport, protocol: str, store: AdapterStore, version: int, peers: list[str], *,
-                  trusted_keys: Mapping[str, bytes], failures: PeerFailures, gguf: bool = False) -> bool:
+                  trusted_keys: Mapping[str, bytes], failures: PeerFailures, gguf: bool = False,
+                  progress_timeout: float = PROGRESS_TIMEOUT_S) -> bool:
     """Ask `peers` in order (see `rank_holders`) for `version` until one sends a bundle that
-    verifies; each failure puts that peer in backoff. True once the version is in `store`."""
+    verifies; a peer that fails (no reply, a bad bundle) is put in backoff, one that answers it
+    no longer holds the version (an empty reply) is not. True once the version is in `store`."""
     held = store.latest()
     ask = AdapterRequest(version=version, have=held.version if held else -1, gguf=gguf).encode()
     for peer in peers:
         try:
             data = transport.request(peer, protocol, ask, max_response=MAX_BUNDLE_BYTES, timeout=FETCH_TIMEOUT_S,
-                                     progress_timeout=PROGRESS_TIMEOUT_S)
+                                     progress_timeout=progress_timeout)
+            if not data:
+                log.info("adapter v%d: %s no longer holds it", version, peer[-8:])
+                continue
             store.accept(data, want_version=version, trusted_keys=trusted_keys)
         except (TransportError, Rejection) as e:
             backoff = failures.failed(peer)

@@ -145,9 +145,12 @@ class FairQueue:
 
 
 class Door:
-    """Rate limits, byte budgets and the fair queue of one transport behind one lock."""
+    """Rate limits, byte budgets and the fair queue of one transport behind one lock. Its defaults
+    are every transport's: 4 handler threads, <= 2 per peer; 50 requests/s per peer with bursts
+    of 100 (an honest rollout polls status up to 20/s); request bodies in flight <= 64 MiB in
+    all and <= min(2 x max_request, 32 MiB) per (service, peer)."""
 
-    def __init__(self, *, rate: float = 20.0, burst: float = 40.0, peer_budget: int = 32 * MiB,
+    def __init__(self, *, rate: float = 50.0, burst: float = 100.0, peer_budget: int = 32 * MiB,
                  global_budget: int = 64 * MiB, workers: int = 4, per_peer: int = 2,
                  max_queued_per_peer: int = 16, clock: Clock = time.monotonic):
         self.peer_budget = peer_budget

@@ -21,7 +21,7 @@ import threading
 import time
 
 from swarm.rejections import Reason
-from swarm.transport.admission import Clock, Door, MiB
+from swarm.transport.admission import Clock, Door
 from swarm.transport.base import (
     FrameTooLarge,
     Handler,
@@ -69,15 +69,13 @@ class _Job:
 class MemoryTransport(Transport):
     """One peer of a MemoryHub. Keyword arguments as P2PTransport's, where they apply."""
 
-    def __init__(self, hub: MemoryHub, peer_id: str, *, workers: int = 4, per_peer: int = 2,
-                 rate: float = 20.0, burst: float = 40.0, peer_budget: int = 32 * MiB,
-                 global_budget: int = 64 * MiB, max_queued_per_peer: int = 16,
-                 progress_timeout: float | None = 10.0, clock: Clock = time.monotonic):
+    def __init__(self, hub: MemoryHub, peer_id: str, *, progress_timeout: float | None = 10.0,
+                 clock: Clock = time.monotonic, **door_options):
+        """`door_options`: the admission settings of `Door` (rate, burst, budgets, workers...)."""
         self.hub, self.peer_id, self.progress_timeout, self.clock = hub, peer_id, progress_timeout, clock
-        self.door = Door(rate=rate, burst=burst, peer_budget=peer_budget, global_budget=global_budget,
-                         workers=workers, per_peer=per_peer, max_queued_per_peer=max_queued_per_peer, clock=clock)
+        self.door = Door(clock=clock, **door_options)
         self.services: dict[str, Service] = {}
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=f"mem-{peer_id}")
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.door.queue.workers, thread_name_prefix=f"mem-{peer_id}")
         self._closed = False
         hub.register(peer_id, self)
 

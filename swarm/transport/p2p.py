@@ -31,7 +31,7 @@ import logging
 import threading
 
 from swarm.rejections import Reason
-from swarm.transport.admission import Door, MiB
+from swarm.transport.admission import Door
 from swarm.transport.base import (
     FrameTooLarge,
     Handler,
@@ -65,16 +65,13 @@ class _Job:
 class P2PTransport(Transport):
     """Owns an event loop thread, a handler thread pool and a replica of the DHT's P2P client.
 
-    Defaults: 4 handler threads, <= 2 per peer; 20 requests/s per peer with bursts of 40; request
-    bodies in flight <= 64 MiB in all and <= min(2 x max_request, 32 MiB) per (service, peer);
-    header within 10 s, body by 5 s + length / 256 KiB/s; reply must start within 10 s."""
+    Admission defaults are `Door`'s (`door_options` override them); header within 10 s, body by
+    5 s + length / 256 KiB/s; a reply must start within 10 s."""
 
-    def __init__(self, dht, *, workers: int = 4, per_peer: int = 2, rate: float = 20.0, burst: float = 40.0,
-                 peer_budget: int = 32 * MiB, global_budget: int = 64 * MiB, max_queued_per_peer: int = 16,
-                 header_timeout: float = 10.0, body_base_s: float = 5.0, min_rate: float = 256 * KiB,
-                 progress_timeout: float | None = 10.0):
-        self.door = Door(rate=rate, burst=burst, peer_budget=peer_budget, global_budget=global_budget,
-                         workers=workers, per_peer=per_peer, max_queued_per_peer=max_queued_per_peer)
+    def __init__(self, dht, *, header_timeout: float = 10.0, body_base_s: float = 5.0, min_rate: float = 256 * KiB,
+                 progress_timeout: float | None = 10.0, **door_options):
+        self.door = Door(**door_options)
+        workers = self.door.queue.workers
         self.header_timeout, self.body_base_s, self.min_rate = header_timeout, body_base_s, min_rate
         self.progress_timeout = progress_timeout
         self._closed = False

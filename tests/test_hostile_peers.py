@@ -1,0 +1,267 @@
+"""Hostile members of a live swarm (issue: the protocol safe among strangers), one test per attack.
+
+A real trainer node and a real rollout node (`swarm node` processes) run a swarm whose manifest
+names the trainer's key; attackers join in-process as ordinary members (tests/swarm_client.py)
+and misbehave over the real P2P protocols. Each test checks that the attack fails and that the
+honest rollout keeps being served meanwhile: the trainer's accepted-chunk count keeps rising.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+import time
+from collections import Counter
+
+import pytest
+from conftest import wait_for
+from swarm_client import SwarmClient
+
+from nodes.node import Node
+from scenarios.processes import NodeProcess
+
+pytestmark = pytest.mark.slow
+PERIOD = 1.0
+
+
+def write_run(tmp, trainer_key_id: str):
+    from crypto.identity import Identity
+    from nodes.runconfig import base_digest
+    from swarm.manifest import parse_manifest, sign_manifest, write_manifest
+
+    owner = Identity.generate()
+    manifest = parse_manifest({
+        "run": {"id": "hostile", "owner_key_id": owner.key_id},
+        "model": {"base": "tiny", "sha256": base_digest("tiny")},
+        "grpo": {"prompts_per_step": 8, "prompts_per_chunk": 2, "group_size": 2, "steps": 100_000},
+        "sync": {"mode": "async", "staleness": 8},  # keeps 12 versions: one is still held after a stall
+        "swarm": {"trainer_keys": [trainer_key_id], "announce_period_s": PERIOD},
+    })
+    write_manifest(sign_manifest(manifest, owner), tmp / "run.toml")
+    return tmp / "run.toml"
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory, launched):
+    from crypto.identity import Identity
+
+    tmp = tmp_path_factory.mktemp("hostile")
+    key = Identity.generate()
+    key.save(tmp / "trainer.key")
+    run = write_run(tmp, key.key_id)
+    trainer = NodeProcess("trainer", tmp / "trainer", ["--run", str(run), "--key", str(tmp / "trainer.key"),
+                                                       "--role", "trainer", "--threads", "1"]).start()
+    launched.append(trainer)
+    maddr = trainer.wait_joined()
+    rollout = NodeProcess("rollout", tmp / "rollout", ["--run", str(run), "--key", str(tmp / "rollout.key"),
+                                                       "--role", "rollout", "--engine", "transformers",
+                                                       "--threads", "1", "--initial-peers", maddr]).start()
+    launched.append(rollout)
+    clients: list[SwarmClient] = []
+
+    def join(name: str, **kwargs) -> SwarmClient:
+        client = SwarmClient(run, tmp / name, [maddr], **kwargs).start()
+        clients.append(client)
+        wait_for(lambda: client.node.peer_id in peer_ids(trainer), 30, f"the trainer to see {name}", [trainer])
+        return client
+
+    try:
+        wait_for(lambda: accepted(trainer) >= 2, 120, "the honest rollout to deliver", [trainer, rollout])
+        yield trainer, rollout, join
+    finally:
+        for client in clients:
+            client.close()
+        rollout.stop()
+        trainer.stop()
+
+
+def events(node: NodeProcess, kind: str) -> list[dict]:
+    path = node.workdir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [e for e in (json.loads(line) for line in lines if line.endswith("}")) if e["kind"] == kind]
+
+
+def accepted(trainer: NodeProcess) -> int:
+    lines = events(trainer, "accounting")
+    return lines[-1]["accepted"] if lines else 0
+
+
+def peer_ids(node: NodeProcess) -> set[str]:
+    return {p["peer_id"] for p in (node.status() or {}).get("peers", [])}
+
+
+def door(node: NodeProcess) -> dict:
+    return (node.status() or {}).get("door", {})
+
+
+def honest_progress(trainer, rollout, chunks: int, what: str) -> None:
+    """The honest rollout gets `chunks` more chunks accepted while an attack goes on."""
+    base = accepted(trainer)
+    wait_for(lambda: accepted(trainer) >= base + chunks, 180, f"{chunks} honest chunks {what}", [trainer, rollout])
+
+
+class ClaimsToTrain(Node):
+    """A member whose record says it is the trainer, on the best hardware there is."""
+
+    def record(self):
+        from swarm.records import Hardware
+
+        return dataclasses.replace(super().record(), role="trainer", role_pref="trainer", decode_tok_s=1e6,
+                                   hardware=Hardware(cpu="claimed", cores=128, ram_gb=2048.0, gpus=(("H100", 80.0),),
+                                                     torch=True, engines=("transformers",)))
+
+
+def counting(calls: Counter, name: str):
+    def handler(remote: str, data: bytes) -> bytes:
+        calls[name] += 1
+        return b""
+    return handler
+
+
+def test_a_self_declared_trainer_receives_no_chunk_and_is_asked_for_nothing(swarm):
+    trainer, rollout, join = swarm
+    liar = join("liar", node_cls=ClaimsToTrain, engine=False)
+    calls: Counter = Counter()
+    for name in ("chunks", "status", "adapter"):
+        liar.transport.serve(f"{liar.signed.namespace}/{name}", counting(calls, name), max_request=1 << 20)
+    wait_for(lambda: any(p["peer_id"] == liar.node.peer_id and p["role"] == "trainer"
+                         for p in (rollout.status() or {}).get("peers", [])), 30,
+             "the rollout to read the liar's record", [rollout])
+    honest_progress(trainer, rollout, 6, "with a self-declared trainer in the swarm")
+    assert calls == Counter()  # before: it got and decrypted about half the chunks, and every adapter request
+    assert rollout.status()["role"] == "rollout" and trainer.status()["role"] == "trainer"
+
+
+def test_a_holder_that_never_answers_costs_one_short_timeout(swarm):
+    from swarm.adapters.fetch import fetch_version
+    from swarm.adapters.peers import PeerFailures
+    from swarm.messages import StatusRequest, Verdict, decode
+    from swarm.transport import NoProgress
+
+    trainer, rollout, join = swarm
+    hang = threading.Event()
+    holder = join("hanging-holder", engine=False)
+    holder.node.advertise(adapter_version=10**6)  # claims to hold every version
+    holder.transport.serve(f"{holder.signed.namespace}/adapter", lambda remote, data: hang.wait(120) and b"",
+                           max_request=1024)
+    asker = join("asker", engine=False)
+    real = next(iter(asker.node.trainers()))
+    status = decode(Verdict, asker.transport.request(real.peer_id, f"{asker.signed.namespace}/status",
+                                                     StatusRequest().encode(), max_response=512))
+    version = status.version  # the trainer's newest: still held after a 2 s stall
+    failures = PeerFailures()
+    try:
+        assert fetch_version(asker.transport, f"{asker.signed.namespace}/adapter", asker.store, version,
+                             [holder.node.peer_id, real.peer_id], failures=failures,
+                             trusted_keys={real.key_id: bytes.fromhex(real.public_key)}, progress_timeout=2)
+        assert asker.store.latest().version == version  # fetched from the trainer after the holder stalled
+        assert failures.banned(holder.node.peer_id) and not failures.banned(real.peer_id)
+        # The next fetch does not ask it again while it is in backoff.
+        from swarm.adapters.peers import rank_holders
+
+        assert holder.node.peer_id not in rank_holders(version, asker.node.holders(version), failures=failures)
+        with pytest.raises(NoProgress):  # and what it cost: the no-progress bound, not the 30 s request timeout
+            asker.transport.request(holder.node.peer_id, f"{asker.signed.namespace}/adapter", b"{}",
+                                    max_response=1024, timeout=60, progress_timeout=2)
+        honest_progress(trainer, rollout, 2, "while the holder hangs")
+    finally:
+        hang.set()
+
+
+def test_held_open_frames_cost_bounded_memory(swarm):
+    """100 streams that announce a full chunk frame and stop one byte short: only the per-peer
+    budget's worth is ever held, the rest is refused unread (busy), honest chunks keep flowing."""
+    from hivemind.p2p import PeerID
+
+    from swarm.chunk import ChunkLimits
+
+    trainer, rollout, join = swarm
+    attacker = join("holder-open", engine=False)
+    frame = ChunkLimits.for_run(attacker.m.grpo, vocab_size=1).sealed_bytes
+    name = f"{attacker.signed.namespace}/chunks"
+    target = PeerID.from_base58(next(iter(attacker.node.trainers())).peer_id)
+
+    async def hold_open(p2p, n):
+        streams = []
+        for _ in range(n):
+            _, reader, writer = await p2p.call_binary_stream_handler(target, name)
+            writer.write(frame.to_bytes(8, "big") + b"\0" * (frame - 1))
+            streams.append(writer)
+        await asyncio.gather(*(w.drain() for w in streams), return_exceptions=True)
+        return streams
+
+    async def close(p2p, streams):
+        for writer in streams:
+            writer.close()
+
+    busy_before = door(trainer).get("refused", {}).get("busy", 0)
+    streams = attacker.transport._run(hold_open(attacker.transport.p2p, 100), timeout=120)
+    try:
+        wait_for(lambda: door(trainer).get("refused", {}).get("busy", 0) >= busy_before + 90, 30,
+                 "the held-open frames to be refused busy", [trainer])
+        stats = door(trainer)
+        assert stats["in_flight"] <= stats["peer_budget"] and stats["peak_in_flight"] <= stats["global_budget"]
+        honest_progress(trainer, rollout, 2, "while the frames are held open")
+    finally:
+        attacker.transport._run(close(attacker.transport.p2p, streams), timeout=30)
+
+
+def test_floods_from_many_keys_do_not_starve_the_honest_rollout(swarm):
+    """Made-up signed chunks from several fresh member keys plus a status flood: rate limited,
+    rejected (dishonest) and served after peers with a good standing; the trainer keeps training
+    on the honest rollout's chunks throughout."""
+    from swarm.messages import StatusRequest
+    from swarm.transport import TransportError
+
+    trainer, rollout, join = swarm
+    sybils = [join(f"sybil{i}", engine=False) for i in range(6)]
+    stop = threading.Event()
+    sent: Counter = Counter()
+
+    def flood_chunks(client: SwarmClient, seed: int) -> None:
+        while not stop.is_set():
+            version = next(iter(client.node.trainers())).trainer.version
+            try:
+                client.send(client.seal(client.sign(client.made_up_chunk(version, seed + sent["chunks"]))), timeout=20)
+            except TransportError:
+                pass  # refused unread: exactly what the door should do
+            sent["chunks"] += 1
+
+    def flood_status(client: SwarmClient) -> None:
+        """Bursts of 200 concurrent status requests (each 8-byte framed, as the transport sends)."""
+        from hivemind.p2p import PeerID
+
+        peer = PeerID.from_base58(next(iter(client.node.trainers())).peer_id)
+        name, request = f"{client.signed.namespace}/status", StatusRequest().encode()
+
+        async def one(p2p):
+            _, reader, writer = await p2p.call_binary_stream_handler(peer, name)
+            writer.write(len(request).to_bytes(8, "big") + request)
+            await writer.drain()
+            await asyncio.wait_for(reader.read(1), 10)
+            writer.close()
+
+        async def burst(p2p, n):
+            return await asyncio.gather(*(one(p2p) for _ in range(n)), return_exceptions=True)
+
+        while not stop.is_set():
+            client.transport._run(burst(client.transport.p2p, 200), timeout=60)
+            sent["status"] += 200
+
+    threads = [threading.Thread(target=flood_chunks, args=(c, 1000 * i), daemon=True) for i, c in enumerate(sybils)]
+    threads.append(threading.Thread(target=flood_status, args=(sybils[0],), daemon=True))
+    rejected_before = dict(events(trainer, "accounting")[-1]["rejected"])
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(5)  # let the flood build up
+        honest_progress(trainer, rollout, 4, "during the flood")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    rejected = events(trainer, "accounting")[-1]["rejected"]
+    assert rejected.get("dishonest", 0) > rejected_before.get("dishonest", 0)
+    assert door(trainer)["refused"].get("rate_limited", 0) > 0, (sent, door(trainer))
+    assert trainer.alive() and rollout.alive()
