@@ -21,6 +21,9 @@ from swarm.sync import versions_kept
 from swarm.transport import PeerStanding, make_transport
 
 log = logging.getLogger("echo_swarm.node")
+NOT_MISCONDUCT = {Reason.BUSY, Reason.STALE, Reason.REPLAY, Reason.FUTURE_VERSION, Reason.NOT_TRAINER}
+"""Refusals an honest rollout meets (our congestion, a chunk that aged in its spool, a resend
+whose reply was lost): they do not lower the peer's standing at our door."""
 NOT_TRAINER = Verdict(ok=False, reason=Reason.NOT_TRAINER.value, need=0, version=-1).encode()
 
 
@@ -55,13 +58,15 @@ class NodeServices:
         if trainer is None:
             return NOT_TRAINER
         verdict = trainer.handle_chunk(remote, blob)
-        (self.standing.accepted if verdict.ok else self.standing.rejected)(remote)
+        if verdict.ok:
+            self.standing.accepted(remote)
+        elif verdict.reason not in NOT_MISCONDUCT:
+            self.standing.rejected(remote)
         return verdict.encode()
 
     def _on_refused(self, remote: str, reason: Reason, detail: str) -> None:
-        """A chunk request the transport refused before reading it (oversize, busy, rate): counted.
-        Busy is our congestion, not the peer's fault: it does not lower the peer's standing."""
-        if reason != Reason.BUSY:
+        """A chunk request the transport refused before reading it (oversize, busy, rate): counted."""
+        if reason not in NOT_MISCONDUCT:
             self.standing.rejected(remote)
         trainer = self.trainer
         if trainer is not None:

@@ -229,6 +229,20 @@ def make_manifest(tmp_path: Path, owner_key: Path, *extra: str, name: str = "run
     return out
 
 
+def write_signed_run(tmp: Path, run_id: str, **sections) -> Path:
+    """A signed manifest for the tiny base with these sections (plain dicts), by a fresh owner key:
+    what the attack tests run their live nodes with."""
+    from crypto.identity import Identity
+    from nodes.runconfig import base_digest
+    from swarm.manifest import parse_manifest, sign_manifest, write_manifest
+
+    owner = Identity.generate()
+    manifest = parse_manifest({"run": {"id": run_id, "owner_key_id": owner.key_id},
+                               "model": {"base": "tiny", "sha256": base_digest("tiny")}, **sections})
+    write_manifest(sign_manifest(manifest, owner), tmp / "run.toml")
+    return tmp / "run.toml"
+
+
 def wait_for(predicate, timeout: float, what: str, nodes=(), poll: float = 0.2):
     """Poll `predicate` until it returns something truthy (returned); fail early, with its log,
     if one of `nodes` (NodeProcess) exits, and with every node's log tail on timeout."""

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import wait_for
+from conftest import wait_for, write_signed_run
 from swarm_client import SwarmClient
 
 from nodes.node import Node
@@ -26,20 +26,12 @@ PERIOD = 1.0
 
 
 def write_run(tmp, trainer_key_id: str):
-    from crypto.identity import Identity
-    from nodes.runconfig import base_digest
-    from swarm.manifest import parse_manifest, sign_manifest, write_manifest
-
-    owner = Identity.generate()
-    manifest = parse_manifest({
-        "run": {"id": "hostile", "owner_key_id": owner.key_id},
-        "model": {"base": "tiny", "sha256": base_digest("tiny")},
-        "grpo": {"prompts_per_step": 8, "prompts_per_chunk": 2, "group_size": 2, "steps": 100_000},
-        "sync": {"mode": "async", "staleness": 8},  # keeps 12 versions: one is still held after a stall
-        "swarm": {"trainer_keys": [trainer_key_id], "announce_period_s": PERIOD},
-    })
-    write_manifest(sign_manifest(manifest, owner), tmp / "run.toml")
-    return tmp / "run.toml"
+    return write_signed_run(
+        tmp, "hostile",
+        grpo={"prompts_per_step": 8, "prompts_per_chunk": 2, "group_size": 2, "steps": 100_000},
+        sync={"mode": "async", "staleness": 8},  # keeps 12 versions: one is still held after a stall
+        swarm={"trainer_keys": [trainer_key_id], "announce_period_s": PERIOD},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +127,8 @@ def test_a_self_declared_trainer_receives_no_chunk_and_is_asked_for_nothing(swar
 
 def test_a_holder_that_never_answers_costs_one_short_timeout(swarm):
     from swarm.adapters.fetch import fetch_version
-    from swarm.adapters.peers import PeerFailures
-    from swarm.messages import StatusRequest, Verdict, decode
+    from swarm.adapters.peers import PeerFailures, rank_holders
+    from swarm.messages import AdapterRequest, StatusRequest, Verdict, decode
     from swarm.transport import NoProgress
 
     trainer, rollout, join = swarm
@@ -145,25 +137,29 @@ def test_a_holder_that_never_answers_costs_one_short_timeout(swarm):
     holder.node.advertise(adapter_version=10**6)  # claims to hold every version
     holder.transport.serve(f"{holder.signed.namespace}/adapter", lambda remote, data: hang.wait(120) and b"",
                            max_request=1024)
+    # An honest holder of a fixed version (the trainer itself moves on too fast to hold one still).
+    keeper = join("keeper", engine=False)
+    real = next(iter(keeper.node.trainers()))
+    keys = {real.key_id: bytes.fromhex(real.public_key)}
+    adapter = f"{keeper.signed.namespace}/adapter"
+    version = decode(Verdict, keeper.transport.request(real.peer_id, f"{keeper.signed.namespace}/status",
+                                                       StatusRequest().encode(), max_response=512)).version
+    assert fetch_version(keeper.transport, adapter, keeper.store, version, [real.peer_id], trusted_keys=keys,
+                         failures=PeerFailures())
+    keeper.transport.serve(adapter, lambda remote, data: keeper.store.bundle(decode(AdapterRequest, data).version),
+                           max_request=1024)
     asker = join("asker", engine=False)
-    real = next(iter(asker.node.trainers()))
-    status = decode(Verdict, asker.transport.request(real.peer_id, f"{asker.signed.namespace}/status",
-                                                     StatusRequest().encode(), max_response=512))
-    version = status.version  # the trainer's newest: still held after a 2 s stall
     failures = PeerFailures()
     try:
-        assert fetch_version(asker.transport, f"{asker.signed.namespace}/adapter", asker.store, version,
-                             [holder.node.peer_id, real.peer_id], failures=failures,
-                             trusted_keys={real.key_id: bytes.fromhex(real.public_key)}, progress_timeout=2)
-        assert asker.store.latest().version == version  # fetched from the trainer after the holder stalled
-        assert failures.banned(holder.node.peer_id) and not failures.banned(real.peer_id)
+        assert fetch_version(asker.transport, adapter, asker.store, version, [holder.node.peer_id, keeper.node.peer_id],
+                             failures=failures, trusted_keys=keys, progress_timeout=2)
+        assert asker.store.latest().version == version  # from the honest holder, once the first one stalled
+        assert failures.banned(holder.node.peer_id) and not failures.banned(keeper.node.peer_id)
         # The next fetch does not ask it again while it is in backoff.
-        from swarm.adapters.peers import rank_holders
-
         assert holder.node.peer_id not in rank_holders(version, asker.node.holders(version), failures=failures)
         with pytest.raises(NoProgress):  # and what it cost: the no-progress bound, not the 30 s request timeout
-            asker.transport.request(holder.node.peer_id, f"{asker.signed.namespace}/adapter", b"{}",
-                                    max_response=1024, timeout=60, progress_timeout=2)
+            asker.transport.request(holder.node.peer_id, adapter, b"{}", max_response=1024, timeout=60,
+                                    progress_timeout=2)
         honest_progress(trainer, rollout, 2, "while the holder hangs")
     finally:
         hang.set()
@@ -185,7 +181,7 @@ def test_held_open_frames_cost_bounded_memory(swarm):
     async def hold_open(p2p, n):
         streams = []
         for _ in range(n):
-            _, reader, writer = await p2p.call_binary_stream_handler(target, name)
+            _, _reader, writer = await p2p.call_binary_stream_handler(target, name)
             writer.write(frame.to_bytes(8, "big") + b"\0" * (frame - 1))
             streams.append(writer)
         await asyncio.gather(*(w.drain() for w in streams), return_exceptions=True)

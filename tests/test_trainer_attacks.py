@@ -13,7 +13,7 @@ import dataclasses
 import json
 
 import pytest
-from conftest import wait_for
+from conftest import wait_for, write_signed_run
 from swarm_client import SwarmClient
 
 from scenarios.processes import NodeProcess
@@ -26,21 +26,13 @@ EXERCISED: set[str] = set()  # reasons the attack tests provoked; the last test 
 
 
 def write_run(tmp, trainer_key_id: str):
-    from crypto.identity import Identity
-    from nodes.runconfig import base_digest
-    from swarm.manifest import parse_manifest, sign_manifest, write_manifest
-
-    owner = Identity.generate()
-    manifest = parse_manifest({
-        "run": {"id": "attacks", "owner_key_id": owner.key_id},
-        "model": {"base": "tiny", "sha256": base_digest("tiny")},
-        "grpo": {"prompts_per_step": PROMPTS_PER_STEP, "prompts_per_chunk": PROMPTS_PER_STEP, "group_size": 2,
-                 "steps": 1000},
-        "sync": {"mode": "async", "staleness": 0},
-        "swarm": {"trainer_keys": [trainer_key_id], "announce_period_s": 1.0},
-    })
-    write_manifest(sign_manifest(manifest, owner), tmp / "run.toml")
-    return tmp / "run.toml"
+    return write_signed_run(
+        tmp, "attacks",
+        grpo={"prompts_per_step": PROMPTS_PER_STEP, "prompts_per_chunk": PROMPTS_PER_STEP, "group_size": 2,
+              "steps": 1000},
+        sync={"mode": "async", "staleness": 0},
+        swarm={"trainer_keys": [trainer_key_id], "announce_period_s": 1.0},
+    )
 
 
 @pytest.fixture(scope="module")
