@@ -243,6 +243,29 @@ def write_signed_run(tmp: Path, run_id: str, **sections) -> Path:
     return tmp / "run.toml"
 
 
+def node_events(node, kind: str) -> list[dict]:
+    """A node's metrics events of one kind, read as the report reads them (typed, half lines skipped)."""
+    from scenarios.report import read_events
+
+    return [e for e in read_events(node.workdir / "metrics.jsonl")[0] if e["kind"] == kind]
+
+
+def start_authorised_trainer(launched: list, tmp: Path, run_id: str, **sections):
+    """A signed run whose manifest names one trainer key, and a real `swarm node --role trainer`
+    with that key: the live target of the attack tests. Returns (run.toml, the trainer's NodeProcess)."""
+    from crypto.identity import Identity
+    from scenarios.processes import NodeProcess
+
+    key = Identity.generate()
+    key.save(tmp / "trainer.key")
+    swarm = {**sections.pop("swarm", {}), "trainer_keys": [key.key_id]}
+    run = write_signed_run(tmp, run_id, swarm=swarm, **sections)
+    trainer = NodeProcess("trainer", tmp / "trainer", ["--run", str(run), "--key", str(tmp / "trainer.key"),
+                                                       "--role", "trainer", "--threads", "1"]).start()
+    launched.append(trainer)
+    return run, trainer
+
+
 def wait_for(predicate, timeout: float, what: str, nodes=(), poll: float = 0.2):
     """Poll `predicate` until it returns something truthy (returned); fail early, with its log,
     if one of `nodes` (NodeProcess) exits, and with every node's log tail on timeout."""

@@ -121,14 +121,15 @@ class SwarmClient:
     def sign(self, chunk: TrajectoryChunk, signer: Identity | None = None) -> bytes:
         return sign_envelope(CHUNK_TYPE, encode_chunk(chunk), [signer or self.identity])
 
-    def seal(self, envelope: bytes, *, sender: Identity | None = None, run_id: str | None = None) -> bytes:
-        """Sealed to the trainer's HPKE key, naming `sender` (default: us) in the sealed context."""
-        trainer = self.trainer()
+    def seal(self, envelope: bytes, *, sender: Identity | None = None, run_id: str | None = None,
+             to: NodeInfo | None = None) -> bytes:
+        """Sealed to the trainer's (or `to`'s) HPKE key, naming `sender` (default: us) in the sealed context."""
+        trainer = to or self.trainer()
         context = SealContext(run_id or self.m.run.id, (sender or self.identity).key_id, new_chunk_id())
         return seal(envelope, {trainer.key_id: bytes.fromhex(trainer.hpke_keys["x25519"])}, context)
 
-    def send(self, blob: bytes, timeout: float = 30) -> dict:
-        """One request on the trainer's `chunks` protocol; the trainer's verdict, as a dict."""
-        reply = self.transport.request(self.trainer().peer_id, f"{self.signed.namespace}/chunks", blob,
+    def send(self, blob: bytes, timeout: float = 30, to: NodeInfo | None = None) -> dict:
+        """One request on the trainer's (or `to`'s) `chunks` protocol; its verdict, as a dict."""
+        reply = self.transport.request((to or self.trainer()).peer_id, f"{self.signed.namespace}/chunks", blob,
                                        max_response=Verdict.MAX_BYTES, timeout=timeout)
         return dataclasses.asdict(decode(Verdict, reply))

@@ -2,11 +2,10 @@
 version from whoever is live, so the surviving node supplies them and the run finishes on-policy."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
-from conftest import start_node, wait_for
+from conftest import node_events, start_node, wait_for
 
 from scenarios.scenario import NodeSpec, Scenario, Settings
 from scenarios.simulate import prepare
@@ -15,14 +14,6 @@ pytestmark = pytest.mark.slow
 
 STEPS = 8
 KILL_AFTER_STEP = 2
-
-
-def events(node, kind: str) -> list[dict]:
-    try:
-        lines = (node.workdir / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    return [e for e in map(json.loads, filter(None, lines)) if e.get("kind") == kind]
 
 
 def test_sequential_run_finishes_when_a_rollout_node_dies(tmp_path, launched):
@@ -39,18 +30,18 @@ def test_sequential_run_finishes_when_a_rollout_node_dies(tmp_path, launched):
     b = start_node(launched, out, run, "b", "rollout", "transformers", [maddr])
     # Both engines of one kind, so neither takes all of a step's demand before the other has loaded
     # (a llama.cpp node on this tiny model did: the run finished before the other made a chunk).
-    wait_for(lambda: any(e["step"] >= KILL_AFTER_STEP for e in events(trainer, "step"))
-             and any(e["sent"] for e in events(a, "chunk")) and any(e["sent"] for e in events(b, "chunk")),
+    wait_for(lambda: any(e["step"] >= KILL_AFTER_STEP for e in node_events(trainer, "step"))
+             and any(e["sent"] for e in node_events(a, "chunk")) and any(e["sent"] for e in node_events(b, "chunk")),
              300, f"step {KILL_AFTER_STEP} with chunks from both rollouts", [trainer, a, b])
-    assert not events(trainer, "done"), "the run ended before a rollout could be killed: raise STEPS"
+    assert not node_events(trainer, "done"), "the run ended before a rollout could be killed: raise STEPS"
 
     a.kill_hard()  # SIGKILL, no goodbye: its record simply expires
     killed_at = time.time()
-    wait_for(lambda: events(trainer, "done"), 300, "the trainer to finish without node a", [trainer, b])
+    wait_for(lambda: node_events(trainer, "done"), 300, "the trainer to finish without node a", [trainer, b])
 
-    steps = events(trainer, "step")
+    steps = node_events(trainer, "step")
     assert [e["step"] for e in steps] == list(range(1, STEPS + 1))
     assert all(set(e["lags"]) == {"0"} for e in steps)  # on-policy throughout
-    assert any(e["t"] > killed_at for e in events(b, "chunk")), "the survivor carried the run on"
-    acct = events(trainer, "accounting")[-1]
+    assert any(e["t"] > killed_at for e in node_events(b, "chunk")), "the survivor carried the run on"
+    acct = node_events(trainer, "accounting")[-1]
     assert acct["accepted"] == acct["consumed"] + sum(acct["dropped"].values()) + acct["buffered"]

@@ -10,10 +10,9 @@ operator sees it: the `rejected` table of the trainer's `accounting` lines in me
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
-from conftest import wait_for, write_signed_run
+from conftest import node_events, start_authorised_trainer, wait_for
 from swarm_client import SwarmClient
 
 from scenarios.processes import NodeProcess
@@ -25,27 +24,16 @@ EXERCISED: set[str] = set()  # reasons the attack tests provoked; the last test 
 # -- the live trainer and the client ---------------------------------------------------------
 
 
-def write_run(tmp, trainer_key_id: str):
-    return write_signed_run(
-        tmp, "attacks",
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory, launched):
+    tmp = tmp_path_factory.mktemp("attacks")
+    run, trainer = start_authorised_trainer(
+        launched, tmp, "attacks",
         grpo={"prompts_per_step": PROMPTS_PER_STEP, "prompts_per_chunk": PROMPTS_PER_STEP, "group_size": 2,
               "steps": 1000},
         sync={"mode": "async", "staleness": 0},
-        swarm={"trainer_keys": [trainer_key_id], "announce_period_s": 1.0},
+        swarm={"announce_period_s": 1.0},
     )
-
-
-@pytest.fixture(scope="module")
-def swarm(tmp_path_factory, launched):
-    from crypto.identity import Identity
-
-    tmp = tmp_path_factory.mktemp("attacks")
-    key = Identity.generate()
-    key.save(tmp / "trainer.key")
-    run = write_run(tmp, key.key_id)
-    trainer = NodeProcess("trainer", tmp / "trainer", ["--run", str(run), "--key", str(tmp / "trainer.key"),
-                                                       "--role", "trainer", "--threads", "1"]).start()
-    launched.append(trainer)
     client = None
     try:
         client = SwarmClient(run, tmp / "client", [trainer.wait_joined()]).start()
@@ -61,21 +49,15 @@ def swarm(tmp_path_factory, launched):
         trainer.stop()
 
 
-def events(trainer: NodeProcess, kind: str) -> list[dict]:
-    path = trainer.workdir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [e for e in (json.loads(line) for line in lines if line.endswith("}")) if e["kind"] == kind]
-
-
 def counted(trainer: NodeProcess) -> dict[str, int]:
     """The rejection counts an operator reads: the trainer's latest accounting line."""
-    lines = events(trainer, "accounting")
+    lines = node_events(trainer, "accounting")
     return lines[-1]["rejected"] if lines else {}
 
 
 def version(trainer: NodeProcess) -> int:
     """The trainer's newest adapter version: one per step here (publish_every = 1)."""
-    steps = events(trainer, "step")
+    steps = node_events(trainer, "step")
     return steps[-1]["version"] if steps else 0
 
 
@@ -259,6 +241,6 @@ def test_trainer_survives_every_attack_and_still_trains(swarm):
     trainer, _ = swarm
     assert trainer.alive()
     advance(swarm)  # an honest chunk is still accepted and trained on
-    acct = events(trainer, "accounting")[-1]
+    acct = node_events(trainer, "accounting")[-1]
     assert EXERCISED <= set(acct["rejected"]), (EXERCISED, acct["rejected"])
     assert acct["accepted"] == acct["consumed"] + sum(acct["dropped"].values()) + acct["buffered"]
