@@ -108,8 +108,8 @@ def measure(shape, repeats: int, warmup: int, tx: Transport, to: str, sender: Id
     envelope, blob = sign(), seal_(sign())
     body = open_sealed(blob, receiver, run_id=RUN_ID, max_size=MAX_REQUEST).body
     verified = verify_envelope(body, trusted_keys=members, payload_types={CHUNK_TYPE}, max_size=MAX_REQUEST).payload
-    _, digest = open_chunk(blob, identity=receiver, run_id=RUN_ID, members=members, limits=LIMITS)
-    if digest != chunk_digest(payload):  # the full path delivers exactly the bytes the raw path does
+    _, attestation = open_chunk(blob, identity=receiver, run_id=RUN_ID, members=members, limits=LIMITS)
+    if attestation.digest != chunk_digest(payload):  # the full path delivers exactly the bytes the raw path does
         raise RuntimeError("full path changed the chunk")
     t = medians({
         "raw": lambda: call("bench/raw", payload),

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trainer-slots", **_setting(SwarmSection, "trainer_slots", "N"))
     s.add_argument("--trainer-key", action="append", default=[], metavar="KEYID",
                    help=f"repeatable: {_doc(SwarmSection, 'trainer_keys')}")
+    s.add_argument("--open-training-UNSAFE", dest="open_training", action="store_true",
+                   help=f"{_doc(SwarmSection, 'open_training')} (swarm.open_training; default: off)")
     s.add_argument("--rollout-key", action="append", default=[], metavar="KEYID",
                    help=f"repeatable: {_doc(SwarmSection, 'rollout_keys')}")
     s.add_argument("--announce-period", **_setting(SwarmSection, "announce_period_s", "SECONDS"))
@@ -102,6 +104,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--staleness", type=int, default=0, help="rollouts lag this many versions (default 0)")
     s.add_argument("--out", default=None, help="JSON lines file, one record per step (default runs/baseline-*.jsonl)")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+    s = sub.add_parser("export", help="write one adapter version as a directory PEFT, transformers and llama.cpp load",
+                       description="Export an adapter version of a run: a PEFT dir (AutoPeftModelForCausalLM), the "
+                                   "base when it is the embedded tiny model, the trainer's signed entry; optionally "
+                                   "the merged model and GGUF files. DIR/README.md says how to load each.")
+    s.add_argument("run_dir", metavar="RUN_DIR", help="a `swarm simulate` out dir, or a node's --workdir")
+    s.add_argument("--version", default="latest", metavar="N|latest",
+                   help="adapter version to export (default: the newest held)")
+    s.add_argument("--out", required=True, metavar="DIR", help="fresh output directory (must not exist, or be empty)")
+    s.add_argument("--merge", action="store_true",
+                   help="also write merged/: the adapter merged into the base (AutoModelForCausalLM)")
+    s.add_argument("--gguf", action="store_true",
+                   help="also write adapter.gguf (LoRA for llama.cpp) and, for the tiny base, base.gguf")
+    s.add_argument("--base", default=None, metavar="tiny|HF_ID|DIR",
+                   help="the base model, when the run's manifest (run.toml) is not found beside RUN_DIR "
+                        "(default: the manifest's, else the adapter config's)")
+
+    from swarm.provenance.exit_codes import EXIT_CODES  # a dict, no heavy imports
+
+    codes = ", ".join(f"{code} {kind}" for kind, code in EXIT_CODES.items())
+    s = sub.add_parser("audit", help="verify the signed provenance of every adapter version, offline",
+                       description="Verify a run's provenance log from its files alone: trust root, every entry's "
+                                   "signature and schema, the chain of versions, authorised signers, chunk "
+                                   "attestations, the signed checkpoint, other copies and a trusted checkpoint, "
+                                   "witness cosignatures and, with --adapter, an adapter's files.",
+                       epilog=f"exit codes: 0 verified, 2 usage error, {codes}")
+    s.add_argument("path", metavar="PATH", help="a run dir, a node workdir, a provenance dir or an exported dir")
+    s.add_argument("--adapter", default=None, metavar="DIR", help="also check this adapter directory's files")
+    s.add_argument("--trusted-checkpoint", default=None, metavar="FILE",
+                   help="an older checkpoint note you trust: the log must be consistent with it")
+    s.add_argument("--witnesses", type=int, default=0, metavar="K", help="require K witness cosignatures")
+    s.add_argument("--json", action="store_true", help="machine-readable report")
+    s.add_argument("--explain", type=int, default=None, metavar="V", help="show what went into version V")
     return p
 
 

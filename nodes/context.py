@@ -2,8 +2,8 @@
 
 Workers (rollout, trainer) never reach into the `Node`: they read the run from `manifest` /
 `signed`, ask the swarm through `swarm` (the node's `trainers()`, `members()`, `holders()`,
-`advertise()`), talk to peers through `transport`, keep versions in `store` and report through
-`metrics`.
+`advertise()`), talk to peers through `transport`, keep versions in `store` and their entries in
+`log`, and report through `metrics`.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from nodes.node import Node
     from swarm.adapters.store import AdapterStore
     from swarm.manifest import RunManifest, SignedManifest
+    from swarm.provenance.log import ProvenanceLog
     from swarm.transport import Transport
 
 
@@ -29,6 +30,8 @@ class WorkerContext:
     """Only its swarm questions: trainers(), members(), holders(v), advertise(...), peer_id."""
     transport: Transport
     store: AdapterStore
+    log: ProvenanceLog
+    """The run's provenance log: every version this node holds has its verified entry here."""
     metrics: MetricsLog
     threads: int | None = None
 

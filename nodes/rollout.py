@@ -20,6 +20,7 @@ from nodes.metrics import ChunkEvent
 from nodes.spool import ChunkSpool
 from swarm.adapters.fetch import fetch_version
 from swarm.adapters.peers import PeerFailures, rank_holders
+from swarm.provenance.witness import witness_log
 from swarm.chunk import CHUNK_TYPE, TrajectoryChunk, TrajectoryGroup, encode_chunk, new_chunk_id
 from swarm.messages import StatusRequest, Verdict, decode
 from swarm.rejections import Reason, Rejection
@@ -105,11 +106,15 @@ class RolloutWorker:
         return held
 
     def _fetch(self, version: int, trainers) -> bool:
+        """The version's entry first (the log, verified and witnessed), then its files."""
         peers = rank_holders(version, self.ctx.swarm.holders(version), trainers=[r.peer_id for r in trainers],
                              first=self.told[1], failures=self.failures)
+        if self.ctx.log.index_of(version) is None:
+            self.ctx.log.learn_keys({r.key_id: bytes.fromhex(r.public_key) for r in trainers})
+            if not witness_log(self.ctx, peers, self.failures):
+                return False
         return fetch_version(self.ctx.transport, self.ctx.protocol("adapter"), self.ctx.store, version, peers,
-                             trusted_keys={r.key_id: bytes.fromhex(r.public_key) for r in trainers},
-                             failures=self.failures, gguf=self.engine.name == "llamacpp")
+                             log=self.ctx.log, failures=self.failures, gguf=self.engine.name == "llamacpp")
 
     def _round_robin(self, trainers) -> list:
         k = self.counter % len(trainers)

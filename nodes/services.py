@@ -1,8 +1,9 @@
 """The node's P2P services and the switch between its role workers.
 
-Every node serves `adapter` (the versions it holds, to anyone); the `status` and `chunks`
-protocols are answered by the trainer worker while this node trains, and with a `not_trainer`
-verdict otherwise. When the role function moves this node to another role, the old worker stops
+Every node serves `adapter` (the versions it holds, to anyone) and `log` (its copy of the
+provenance log); `cosign` takes witnesses' countersignatures of our checkpoint; the `status` and
+`chunks` protocols are answered by the trainer worker while this node trains, and with a
+`not_trainer` verdict otherwise. When the role function moves this node to another role, the old worker stops
 and the new one starts (off the announce thread: loading a model must not delay our record).
 """
 from __future__ import annotations
@@ -16,6 +17,9 @@ from nodes.metrics import MetricsLog, RoleEvent
 from swarm.adapters.store import AdapterStore
 from swarm.chunk import ChunkLimits
 from swarm.messages import AdapterRequest, StatusRequest, Verdict, decode
+from swarm.provenance.checkpoints import CosignRequest, accept_cosignature
+from swarm.provenance.log import ProvenanceLog
+from swarm.provenance.sync import LogRequest, log_reply
 from swarm.rejections import Reason, Rejection
 from swarm.sync import versions_kept
 from swarm.transport import PeerStanding, make_transport
@@ -36,6 +40,8 @@ class NodeServices:
             signed=node.signed, identity=node.identity, workdir=workdir, swarm=node,
             transport=make_transport("p2p", dht=node.membership.dht),
             store=AdapterStore(workdir / "adapters", node.signed.digest, keep=versions_kept(sync.mode, sync.staleness)),
+            log=ProvenanceLog(workdir / "provenance", node.signed.namespace, node.signed.digest,
+                              node.signed.manifest.trainer_allowed),
             metrics=MetricsLog(workdir / "metrics.jsonl"), threads=threads,
         )
         self.worker = None
@@ -50,6 +56,10 @@ class NodeServices:
                         priority=self.standing.priority)
         transport.serve(self.context.protocol("adapter"), self._on_adapter_request,
                         max_request=AdapterRequest.MAX_BYTES)
+        transport.serve(self.context.protocol("log"), lambda remote, request: log_reply(self.context.log, request),
+                        max_request=LogRequest.MAX_BYTES)
+        transport.serve(self.context.protocol("cosign"), self._on_cosignature, max_request=CosignRequest.MAX_BYTES,
+                        priority=self.standing.priority)
         node.on_role_change = self.on_role_change
         node.door_stats = transport.stats
 
@@ -88,6 +98,16 @@ class NodeServices:
             log.info("bad adapter request from %s: %s", remote[-8:], e)
             return b""
         return self.context.store.bundle(ask.version, ask.have, ask.gguf) or b""
+
+    def _on_cosignature(self, remote: str, request: bytes) -> bytes:
+        """A witness countersigned our checkpoint: keep the cosignature with it (audits count them)."""
+        members = self.node.members()
+        try:
+            accept_cosignature(self.context.log, request, members)
+        except Rejection as e:
+            log.info("cosignature from %s refused: %s", remote[-8:], e)
+            return Verdict(ok=False, need=0, version=-1, reason=e.reason.value).encode()
+        return Verdict(ok=True, need=0, version=-1).encode()
 
     def on_role_change(self, old: str, new: str) -> None:
         threading.Thread(target=self._switch_to, args=(new,), name="role-switch", daemon=True).start()

@@ -203,11 +203,13 @@ def _problems(sc: Scenario) -> list[str]:
     return problems + [message for ok, message in rules if not ok]
 
 
-def scenario_manifest(scenario: Scenario, owner_key_id: str) -> RunManifest:
+def scenario_manifest(scenario: Scenario, owner_key_id: str, trainer_keys: tuple = ()) -> RunManifest:
     """The run manifest a scenario stands for: its settings in the manifest's sections, every
     other field the manifest's default, built and checked like `swarm init`'s. One trainer
     slot: the validator allows at most one role = "trainer" node, and an "auto" node takes the
-    slot when there is none."""
+    slot when there is none. `trainer_keys`: the keys authorised to train (`simulate.prepare`
+    passes those of the scenario's "trainer" and "auto" nodes); none, a settings-only manifest
+    in which nobody may train (`swarm baseline`)."""
     s = scenario.settings
     try:
         return build_manifest(
@@ -216,7 +218,14 @@ def scenario_manifest(scenario: Scenario, owner_key_id: str) -> RunManifest:
             task=TaskSection(name=s.task),
             grpo=GrpoSection(steps=s.steps),
             sync=SyncSection(mode=s.mode, staleness=s.staleness, publish_every=s.publish_every),
-            swarm=SwarmSection(announce_period_s=s.announce_period_s),
+            swarm=SwarmSection(announce_period_s=s.announce_period_s, trainer_keys=tuple(trainer_keys)),
         )
     except ManifestError as e:
         raise ScenarioError(f"{scenario.source}: {e}") from None
+
+
+def trainer_candidates(scenario: Scenario) -> list[str]:
+    """Names of the nodes the run authorises to train, in priority order: the "trainer" node,
+    then the "auto" nodes in file order ("rollout" nodes never train)."""
+    return ([n.name for n in scenario.nodes if n.role == "trainer"]
+            + [n.name for n in scenario.nodes if n.role == "auto"])

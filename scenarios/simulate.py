@@ -23,7 +23,7 @@ from rich.text import Text
 
 from scenarios.processes import NodeProcess
 from scenarios.report import MetricsTail, sparkline, summarize, write_report
-from scenarios.scenario import Scenario, ScenarioError, scenario_manifest
+from scenarios.scenario import Scenario, ScenarioError, scenario_manifest, trainer_candidates
 
 RATE_WINDOW_S = 20.0
 QUIET_EVERY_S = 15.0
@@ -31,20 +31,23 @@ EXIT_CODES = {"done": 0, "timeout": 1, "node_exited": 1, "interrupted": 130}
 
 
 def prepare(scenario: Scenario, out: Path) -> tuple[Path, dict]:
-    """Fresh out dir, keys, and the manifest signed by the same code as `swarm init`."""
+    """Fresh out dir, keys, and the manifest signed by the same code as `swarm init`; it
+    authorises the keys of the scenario's "trainer" and "auto" nodes to train, no others."""
     from crypto.identity import Identity
     from swarm.manifest import load_manifest, sign_manifest, write_manifest
 
     if out.exists() and any(out.iterdir()):
         raise ScenarioError(f"--out {out} already exists and is not empty; choose a new directory")
     owner = Identity.generate()
-    manifest = scenario_manifest(scenario, owner.key_id)  # a bad setting fails before anything is written
+    keys = {spec.name: Identity.generate() for spec in scenario.nodes}
+    trainers = tuple(keys[name].key_id for name in trainer_candidates(scenario))  # only these may train
+    manifest = scenario_manifest(scenario, owner.key_id, trainers)  # a bad setting fails before anything is written
     (out / "keys").mkdir(parents=True, exist_ok=True)
     if scenario.source_path:
         shutil.copyfile(scenario.source_path, out / "scenario.toml")
     owner.save(out / "keys" / "owner.key")
-    for spec in scenario.nodes:
-        Identity.generate().save(out / "keys" / f"{spec.name}.key")
+    for name, key in keys.items():
+        key.save(out / "keys" / f"{name}.key")
     run = out / "run.toml"
     write_manifest(sign_manifest(manifest, owner), run)
     grpo = load_manifest(run).manifest.grpo  # exactly what the nodes will verify and read

@@ -146,7 +146,12 @@ class SwarmSection:
     """Nodes that train at once. Must be 1 for now: trainers cannot yet train together (two would
     publish competing adapter chains)."""
     trainer_keys: tuple = ()
-    """Key ids allowed to train; empty means any capable node may."""
+    """Key ids allowed to train, in priority order (the first wins when two claim the slot at
+    once); `swarm init` writes the owner's key when none is given. Empty: nobody may train,
+    unless open_training is set."""
+    open_training: bool = False
+    """UNSAFE opt-in: any member may train, and the trainer receives every chunk and signs the
+    adapter every node runs. Only with trainer_keys empty; for throwaway test swarms."""
     rollout_keys: tuple = ()
     """Key ids allowed to roll out; empty means an open swarm."""
     min_trainer_memory_gb: float = 1.0
@@ -172,7 +177,9 @@ class RunManifest:
         return max(2 * self.swarm.announce_period_s, self.swarm.clock_skew_s)
 
     def trainer_allowed(self, key_id: str) -> bool:
-        return not self.swarm.trainer_keys or key_id in self.swarm.trainer_keys
+        """Training is authorised, never claimed: a listed key, or any key only when the owner
+        opted in to open training."""
+        return self.swarm.open_training or key_id in self.swarm.trainer_keys
 
     def member_allowed(self, key_id: str) -> bool:
         """Closed swarms list their rollout keys; trainers are always members."""
@@ -299,6 +306,9 @@ def _check(m: RunManifest) -> None:
         (m.swarm.announce_period_s > 0, "swarm.announce_period_s must be > 0"),
         (all(_HEX64.match(k) for k in m.swarm.trainer_keys), "swarm.trainer_keys must be key ids (64 hex)"),
         (all(_HEX64.match(k) for k in m.swarm.rollout_keys), "swarm.rollout_keys must be key ids (64 hex)"),
+        (not (m.swarm.open_training and m.swarm.trainer_keys),
+         ("swarm.open_training and swarm.trainer_keys exclude each other: list the keys that may train, "
+          "or open training to every member, not both")),
         (m.lora.r >= 1 and m.lora.alpha >= 1, "lora.r and lora.alpha must be >= 1"),
         (set(m.lora.targets) <= set(LORA_TARGETS) and m.lora.targets, f"lora.targets must be within {LORA_TARGETS}"),
         (m.grpo.group_size >= 2, "grpo.group_size must be >= 2 (advantages are relative to the group)"),
@@ -379,6 +389,10 @@ def verify_manifest(doc: dict[str, Any]) -> SignedManifest:
         raise ManifestError("signature.public_key is not the key named by run.owner_key_id")
     body = manifest_body(manifest)
     if not verify_signature(public_key, signature, pae(MANIFEST_TYPE, body)):
+        swarm = doc.get("swarm")
+        if isinstance(swarm, dict) and "open_training" not in swarm:
+            raise ManifestError("manifest signature does not verify: the file was changed after `swarm init`, or "
+                                "it predates swarm.open_training (signed without it); re-create it with `swarm init`")
         raise ManifestError("manifest signature does not verify: the file was changed after `swarm init`")
     return SignedManifest(manifest, hashlib.sha256(body).hexdigest(), public_key)
 

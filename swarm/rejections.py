@@ -38,7 +38,10 @@ class Reason(str, enum.Enum):
     WRONG_VERSION = "wrong_version"  # a different version than the one asked for
     ROLLBACK = "rollback"  # not newer than the version already held
     FORK = "fork"  # does not continue the chain held (parent digest differs)
-    DIGEST = "digest"  # weights, delta or GGUF do not match the signed digest
+    DIGEST = "digest"  # weights, config, delta or GGUF do not match the signed digest
+    UNLOGGED = "unlogged"  # a version whose entry is not in our verified provenance log
+    EQUIVOCATION = "equivocation"  # a second, different entry for a version the log already holds
+    INCONSISTENT = "inconsistent"  # a checkpoint or proof that does not extend the history we trust
     # -- trajectory chunks ------------------------------------------------------------------
     SEALED = "sealed"  # HPKE envelope cannot be opened by us
     UNKNOWN_SENDER = "unknown_sender"  # sealed by a key that is not a live member

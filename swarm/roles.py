@@ -2,10 +2,22 @@
 
 Every node runs it on its own view of the DHT; with the same view all nodes get the same
 answer (inputs are sorted by peer id, ties broken by peer id, as Petals does for block
-selection). Trainer slots go to eligible nodes ranked by capability; everyone else rolls out.
-Incumbent trainers keep their slot unless a challenger is clearly better (hysteresis), so small
-fluctuations in measured speed never make roles flap. When a trainer's record expires it is
-simply absent from the input and the next candidate takes the slot.
+selection). The rules:
+
+- Training is authorised, not claimed. Only keys the manifest allows (`swarm.trainer_keys`, or
+  any member when the owner opted in to `swarm.open_training`) with torch, enough memory and no
+  preference for rollout can hold a trainer slot. Everyone else rolls out.
+- A live incumbent keeps its slot. A record that says `role: trainer` and is still eligible
+  holds its slot for as long as the record is live; no challenger displaces it, however much
+  better the hardware and speed its own record claims (self-reported, so worth nothing against
+  a node that is already training). When two eligible records claim the slot at once (a healed
+  partition, or two nodes that took it from different views), the one whose key comes first in
+  `swarm.trainer_keys` keeps it, then the lower peer id: never the better claimed hardware.
+- A free slot (no incumbent: its record expired, so it is absent from the input, or it now
+  prefers rollout, so it is no longer eligible) goes to the best eligible candidate ranked by
+  capability: explicit trainer preference, hardware tier, measured speed, then peer id.
+
+Once adopted, an answer is stable: the chosen trainers become the incumbents, so roles never flap.
 """
 from __future__ import annotations
 
@@ -15,8 +27,6 @@ from swarm.manifest import RunManifest
 from swarm.records import NodeInfo
 
 TRAINER, ROLLOUT = "trainer", "rollout"
-HYSTERESIS = 1.5
-"""A challenger displaces an incumbent only from a higher hardware tier or this many times faster."""
 
 
 def can_train(info: NodeInfo, manifest: RunManifest) -> bool:
@@ -29,7 +39,8 @@ def can_train(info: NodeInfo, manifest: RunManifest) -> bool:
 
 
 def capability(info: NodeInfo) -> tuple:
-    """Higher is better: explicit preference, hardware tier, measured speed."""
+    """Higher is better: explicit preference, hardware tier, measured speed (all self-reported:
+    they only rank candidates for a free slot)."""
     return (info.role_pref == TRAINER, info.hardware.tier, info.decode_tok_s)
 
 
@@ -38,11 +49,11 @@ def _rank_key(info: NodeInfo) -> tuple:
     return (-pref, -tier, -speed, info.peer_id)
 
 
-def _clearly_better(challenger: NodeInfo, incumbent: NodeInfo) -> bool:
-    c, i = capability(challenger), capability(incumbent)
-    if c[:2] != i[:2]:
-        return c[:2] > i[:2]
-    return c[2] > HYSTERESIS * i[2]
+def _priority_key(info: NodeInfo, manifest: RunManifest) -> tuple:
+    """Between incumbents: the owner's order of trainer keys, then peer id. Nothing a record
+    says about itself counts here."""
+    keys = manifest.swarm.trainer_keys
+    return (keys.index(info.key_id) if info.key_id in keys else len(keys), info.peer_id)
 
 
 def assign_roles(records: Iterable[NodeInfo], manifest: RunManifest) -> dict[str, str]:
@@ -52,16 +63,12 @@ def assign_roles(records: Iterable[NodeInfo], manifest: RunManifest) -> dict[str
         if r.peer_id not in latest or (r.issued_at, repr(r)) > (latest[r.peer_id].issued_at, repr(latest[r.peer_id])):
             latest[r.peer_id] = r
     nodes = sorted(latest.values(), key=lambda r: r.peer_id)
-    eligible = sorted((r for r in nodes if can_train(r, manifest)), key=_rank_key)
+    eligible = [r for r in nodes if can_train(r, manifest)]
     slots = manifest.swarm.trainer_slots
-    trainers = [r for r in eligible if r.role == TRAINER][:slots]
-    for challenger in (r for r in eligible if r not in trainers):
-        if len(trainers) < slots:
-            trainers.append(challenger)
-            continue
-        weakest = max(trainers, key=_rank_key)
-        if _clearly_better(challenger, weakest):
-            trainers[trainers.index(weakest)] = challenger
+    incumbents = sorted((r for r in eligible if r.role == TRAINER), key=lambda r: _priority_key(r, manifest))
+    trainers = incumbents[:slots]
+    candidates = sorted((r for r in eligible if r.role != TRAINER), key=_rank_key)
+    trainers += candidates[:slots - len(trainers)]
     chosen = {r.peer_id for r in trainers}
     return {r.peer_id: TRAINER if r.peer_id in chosen else ROLLOUT for r in nodes}
 

@@ -14,7 +14,10 @@ from crypto.envelope import sign_envelope
 from crypto.identity import Identity
 from crypto.sealing import SealContext, seal
 from swarm.adapters.bundle import MAX_BUNDLE_BYTES
+from swarm.adapters.peers import PeerFailures
 from swarm.adapters.store import AdapterStore
+from swarm.provenance.log import ProvenanceLog
+from swarm.provenance.witness import witness_log
 from swarm.chunk import CHUNK_TYPE, TrajectoryChunk, TrajectoryGroup, encode_chunk, new_chunk_id
 from swarm.messages import AdapterRequest, Verdict, decode
 from swarm.records import NodeInfo
@@ -38,6 +41,8 @@ class SwarmClient:
         # No torch in the advert: the client can never be picked to train.
         self.node = (node_cls or Node)(self.signed, self.identity, options, Hardware(cpu="test client", cores=1), 1.0)
         self.store = AdapterStore(workdir / "adapters", self.signed.digest)
+        self.log = ProvenanceLog(workdir / "provenance", self.signed.namespace, self.signed.digest,
+                                 self.m.trainer_allowed)
         self.engine = None
         self._with_engine = engine
         self._stop = threading.Event()
@@ -75,12 +80,16 @@ class SwarmClient:
             return
         if self.store.latest() is None or self.store.latest().version < version:
             trainer = self.trainer()
-            bundle = self.transport.request(trainer.peer_id, f"{self.signed.namespace}/adapter",
+            self.log.learn_keys({trainer.key_id: bytes.fromhex(trainer.public_key)})
+            assert witness_log(self, [trainer.peer_id], PeerFailures()), "the trainer's log did not verify"
+            bundle = self.transport.request(trainer.peer_id, self.protocol("adapter"),
                                             AdapterRequest(version=version).encode(),
                                             max_response=MAX_BUNDLE_BYTES, timeout=30)
-            self.store.accept(bundle, want_version=version,
-                              trusted_keys={trainer.key_id: bytes.fromhex(trainer.public_key)})
+            self.store.accept(bundle, want_version=version, log=self.log)
         self.engine.set_adapter(version, self.store.path(version))
+
+    def protocol(self, name: str) -> str:
+        return f"{self.signed.namespace}/{name}"
 
     # -- chunks -----------------------------------------------------------------------------
 

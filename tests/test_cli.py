@@ -89,6 +89,31 @@ def test_init_refuses_more_than_one_trainer_slot(tmp_path, owner):
     assert not (tmp_path / "run.toml").exists()
 
 
+def test_init_says_who_may_train_and_warns_loudly_of_open_training(tmp_path, owner):
+    identity, key = owner
+    default = run_cli("init", "--out", str(tmp_path / "a.toml"), "--owner-key", str(key))
+    assert default.returncode == 0, default.stderr
+    assert (f"trainers owner key {identity.key_id[:16]}... only (add --trainer-key KEYID to authorise others)"
+            in default.stdout) and "WARNING" not in default.stderr
+    listed = run_cli("init", "--out", str(tmp_path / "b.toml"), "--owner-key", str(key), "--trainer-key", "c" * 64,
+                     "--trainer-key", identity.key_id)
+    assert listed.returncode == 0, listed.stderr
+    assert f"trainers 2 key(s) in priority order: {'c' * 16}..., {identity.key_id[:16]}... (owner)" in listed.stdout
+    opened = run_cli("init", "--out", str(tmp_path / "c.toml"), "--owner-key", str(key), "--open-training-UNSAFE")
+    assert opened.returncode == 0, opened.stderr
+    assert "trainers ANY member may train" in opened.stdout
+    assert "swarm init: WARNING: open training" in opened.stderr
+    assert "receives every trajectory chunk" in opened.stderr and "--trainer-key" in opened.stderr
+
+
+def test_init_refuses_open_training_with_listed_trainer_keys(tmp_path, owner):
+    result = run_cli("init", "--out", str(tmp_path / "run.toml"), "--owner-key", str(owner[1]),
+                     "--open-training-UNSAFE", "--trainer-key", "c" * 64)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "swarm.open_training and swarm.trainer_keys exclude each other" in result.stderr
+    assert not (tmp_path / "run.toml").exists()
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--task", "nope"], "task: unknown task 'nope'"),
     (["--task-option", "colour=red"], "task.options: 'sort-digits' does not take"),

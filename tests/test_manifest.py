@@ -70,6 +70,9 @@ def test_a_manifest_signed_by_another_key_is_refused(tmp_path, owner):
         ({"run": {"id": "x", "owner_key_id": "a" * 64}, "grpo": {"group_size": 1}}, "grpo.group_size"),
         ({"run": {"id": "x", "owner_key_id": "a" * 64}, "swarm": {"trainer_keys": ["nope"]}}, "swarm.trainer_keys"),
         ({"run": {"id": "x", "owner_key_id": "a" * 64}, "swarm": {"slots": 1}}, "swarm.slots"),
+        ({"run": {"id": "x", "owner_key_id": "a" * 64}, "swarm": {"open_training": "yes"}}, "swarm.open_training"),
+        ({"run": {"id": "x", "owner_key_id": "a" * 64}, "swarm": {"open_training": True, "trainer_keys": ["b" * 64]}},
+         "swarm.open_training and swarm.trainer_keys exclude each other"),
         ({"run": {"id": "x", "owner_key_id": "a" * 64}, "grpo": {"clip": 1.5}}, "grpo.clip"),
         ({"run": {"id": "x", "owner_key_id": "a" * 64}, "grpo": {"kl_coef": -0.1}}, "grpo.kl_coef"),
         ({"run": {"id": "x", "owner_key_id": "a" * 64}, "grpo": {"grad_clip": 0}}, "grpo.grad_clip"),
@@ -179,7 +182,8 @@ def test_swarm_init_defaults_are_the_manifests(digests):
                                       "--task-option", "min_digits=2"])
     m = manifest_of(args, KEY)
     assert m.run == RunSection(id="x", owner_key_id=KEY) and m.model.base == ModelSection.base
-    assert (m.sync, m.grpo, m.swarm, m.lora) == (SyncSection(), GrpoSection(), SwarmSection(), LoraSection())
+    assert (m.sync, m.grpo, m.lora) == (SyncSection(), GrpoSection(), LoraSection())
+    assert m.swarm == SwarmSection(trainer_keys=(KEY,))  # only the owner may train unless told otherwise
     assert m.task == TaskSection(options={"min_digits": 2}) and m.model.sha256 == SHA
 
 
@@ -192,3 +196,71 @@ def test_swarm_init_help_is_the_manifests_documentation():
     assert helps["staleness"].startswith("S: in async mode") and helps["announce_period"].endswith("(default: 5.0)")
     mode = next(a for a in init._actions if a.dest == "mode")
     assert tuple(mode.choices) == ("sequential", "async")
+
+
+# -- who may train: authorised keys, or everyone only by an explicit, loud opt-in ----------------------
+def test_training_is_authorised_by_the_manifest_not_claimed():
+    listed = parse_manifest({"run": {"id": "x", "owner_key_id": KEY}, "swarm": {"trainer_keys": [SHA]}})
+    assert listed.trainer_allowed(SHA) and not listed.trainer_allowed("c" * 64)
+    nobody = parse_manifest({"run": {"id": "x", "owner_key_id": KEY}})  # fail-safe: nobody, not everybody
+    assert nobody.swarm.open_training is False and not nobody.trainer_allowed(KEY)
+    anyone = parse_manifest({"run": {"id": "x", "owner_key_id": KEY}, "swarm": {"open_training": True}})
+    assert anyone.trainer_allowed("c" * 64) and anyone.trainer_allowed(KEY)
+
+
+def _init_args(*flags):
+    from nodes.cli import build_parser
+
+    return build_parser().parse_args(["init", "--out", "-", "--owner-key", "-", "--run-id", "x", *flags])
+
+
+def test_swarm_init_authorises_the_owner_the_listed_keys_or_everyone_only_when_asked(digests):
+    from nodes.commands.init import manifest_of
+
+    assert manifest_of(_init_args(), KEY).swarm.trainer_keys == (KEY,)
+    listed = manifest_of(_init_args("--trainer-key", SHA, "--trainer-key", KEY), KEY).swarm
+    assert (listed.trainer_keys, listed.open_training) == ((SHA, KEY), False)  # as given: the owner only if listed
+    opened = manifest_of(_init_args("--open-training-UNSAFE"), KEY).swarm
+    assert (opened.trainer_keys, opened.open_training) == ((), True)
+    with pytest.raises(ManifestError, match="exclude each other"):
+        manifest_of(_init_args("--open-training-UNSAFE", "--trainer-key", SHA), KEY)
+
+
+def test_swarm_init_writes_the_owner_as_the_only_trainer(tmp_path, owner):
+    identity, key = owner
+    m = load_manifest(make_manifest(tmp_path, key)).manifest
+    assert (m.swarm.trainer_keys, m.swarm.open_training) == ((identity.key_id,), False)
+    assert m.trainer_allowed(identity.key_id) and not m.trainer_allowed("c" * 64)
+
+
+def test_a_manifest_signed_before_open_training_existed_is_refused_with_the_fix(tmp_path, owner):
+    """Its signature covers a body without the field, which now reads as `open_training = false`."""
+    import base64
+
+    from crypto.canonical import canonical_json
+    from crypto.envelope import pae
+    from swarm.manifest import MANIFEST_TYPE, to_toml
+
+    identity, _ = owner
+    doc = parse_manifest({"run": {"id": "old", "owner_key_id": identity.key_id}}).to_dict()
+    del doc["swarm"]["open_training"]
+    doc["signature"] = {"public_key": identity.public_key.hex(),
+                        "sig": base64.b64encode(identity.sign(pae(MANIFEST_TYPE, canonical_json(doc)))).decode()}
+    (tmp_path / "old.toml").write_text(to_toml(doc))
+    with pytest.raises(ManifestError, match="predates swarm.open_training.*re-create it with `swarm init`"):
+        load_manifest(tmp_path / "old.toml")
+
+
+def test_a_simulated_run_authorises_exactly_its_trainer_and_auto_nodes(digests, tmp_path):
+    """`swarm simulate` runs nodes with their own keys: the manifest it signs names those of its
+    role = "trainer" and "auto" nodes (in that order), never a "rollout" node's or the owner's."""
+    from crypto.identity import Identity
+    from scenarios.scenario import parse_scenario
+    from scenarios.simulate import prepare
+
+    scenario = parse_scenario({"scenario": {"name": "t"}, "node": [
+        {"name": "a", "role": "auto"}, {"name": "r", "role": "rollout"}, {"name": "t", "role": "trainer"}]})
+    run, _ = prepare(scenario, tmp_path / "out")
+    m = load_manifest(run).manifest
+    key = {n: Identity.load(tmp_path / "out" / "keys" / f"{n}.key").key_id for n in ("a", "r", "t", "owner")}
+    assert (m.swarm.trainer_keys, m.swarm.open_training) == ((key["t"], key["a"]), False)

@@ -1,4 +1,5 @@
-"""Role assignment is pure: same view -> same answer everywhere, bounded trainers, hysteresis."""
+"""Role assignment is pure: same view -> same answer everywhere, bounded trainers, only authorised
+keys train, and a live incumbent keeps its slot whatever a challenger claims."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,14 +10,17 @@ from hypothesis import strategies as st
 
 from swarm.manifest import RunManifest, RunSection, SwarmSection
 from swarm.records import Hardware, NodeInfo
-from swarm.roles import assign_roles
+from swarm.roles import assign_roles, can_train
 
 KEY = "a" * 64
 
 
 def manifest(slots=1, trainer_keys=()):
+    """Listed trainer keys; none listed: open training (any member may train), so the slot rules
+    can be tested on their own."""
     return RunManifest(run=RunSection(id="t", owner_key_id=KEY),
-                       swarm=SwarmSection(trainer_slots=slots, trainer_keys=tuple(trainer_keys)))
+                       swarm=SwarmSection(trainer_slots=slots, trainer_keys=tuple(trainer_keys),
+                                          open_training=not trainer_keys))
 
 
 def info(peer, tok_s=100.0, role="rollout", pref="auto", gpus=(), torch=True, ram=16.0, key=None):
@@ -45,10 +49,12 @@ def test_ineligible_nodes_never_train():
     assert set(assign_roles(nodes[:2], manifest()).values()) == {"rollout"}
 
 
-def test_incumbent_keeps_slot_unless_challenger_is_clearly_better():
+def test_a_live_incumbent_keeps_its_slot_whatever_a_challenger_claims():
     incumbent = info("A", 100, role="trainer")
-    assert assign_roles([incumbent, info("B", 140)], manifest())["A"] == "trainer"  # 1.4x: no flap
-    assert assign_roles([incumbent, info("B", 200)], manifest())["B"] == "trainer"  # 2x: replaced
+    assert assign_roles([incumbent, info("B", 140)], manifest())["A"] == "trainer"
+    assert assign_roles([incumbent, info("B", 200)], manifest())["A"] == "trainer"  # was: 2x faster replaced it
+    boaster = info("B", 1e6, pref="trainer", gpus=(("H100", 80.0),), ram=2048.0)
+    assert assign_roles([incumbent, boaster], manifest()) == {"A": "trainer", "B": "rollout"}
 
 
 def test_when_the_trainer_record_expires_the_next_candidate_takes_over():
@@ -118,3 +124,99 @@ def test_a_self_declared_trainer_is_not_a_trainer_to_anyone_else():
     m = manifest(trainer_keys=[real])
     assert [r.peer_id for r in trainers_of(nodes, m)] == ["A"]
     assert assign_roles(nodes, m)["M"] == "rollout"
+
+
+# -- training is authorised, not claimed (provenance issue, section 0) ----------------------------
+OWNER, OTHER, ATTACKER = "1" * 64, "2" * 64, "3" * 64
+H100 = (("H100", 80.0),)
+
+
+def boaster(peer, key, role="trainer"):
+    """A record that claims everything: the trainer role, a trainer preference, an H100, 1e6 tok/s."""
+    return info(peer, 1e6, role=role, pref="trainer", gpus=H100, ram=2048.0, key=key)
+
+
+def test_a_challenger_claiming_far_better_hardware_does_not_displace_a_live_authorised_incumbent():
+    m = manifest(trainer_keys=[OWNER, OTHER])
+    incumbent = info("T", 5, role="trainer", key=OWNER)
+    for challenger in (boaster("C", OTHER, role="rollout"), boaster("C", OTHER, role="joining")):
+        assert assign_roles([incumbent, challenger, info("R", 50)], m) == {"T": "trainer", "C": "rollout", "R": "rollout"}
+
+
+def test_two_authorised_claimants_resolve_by_the_owners_key_order_not_by_claimed_hardware():
+    """A challenger that also claims the trainer role (a lie, or a view that raced) does not win
+    on hardware: the key listed first in swarm.trainer_keys keeps the slot."""
+    incumbent = info("T", 5, role="trainer", key=OWNER)
+    liar = boaster("A", OTHER)  # "A" < "T": it would also win a peer-id tie-break
+    assert assign_roles([incumbent, liar], manifest(trainer_keys=[OWNER, OTHER]))["T"] == "trainer"
+    assert assign_roles([incumbent, liar], manifest(trainer_keys=[OTHER, OWNER]))["A"] == "trainer"
+
+
+def test_when_the_incumbents_record_is_absent_the_best_authorised_candidate_takes_the_slot():
+    m = manifest(trainer_keys=[OWNER, OTHER, "4" * 64])
+    incumbent = info("T", 500, role="trainer", key=OWNER)
+    rest = [info("B", 200, key=OTHER), info("C", 300, key="4" * 64), info("D", 10_000, gpus=H100)]  # D unauthorised
+    assert assign_roles([incumbent, *rest], m)["T"] == "trainer"
+    assert assign_roles(rest, m) == {"B": "rollout", "C": "trainer", "D": "rollout"}
+
+
+def test_an_incumbent_that_prefers_rollout_hands_the_slot_on():
+    m = manifest(trainer_keys=[OWNER, OTHER])
+    leaving = info("T", 500, role="trainer", pref="rollout", key=OWNER)
+    assert assign_roles([leaving, info("B", 200, key=OTHER)], m) == {"T": "rollout", "B": "trainer"}
+
+
+def test_an_unauthorised_key_never_gets_the_slot_however_it_claims():
+    from swarm.roles import trainers_of
+
+    m = manifest(trainer_keys=[OWNER])
+    for role in ("trainer", "rollout", "joining"):
+        attacker = boaster("M", ATTACKER, role=role)
+        assert assign_roles([attacker], m) == {"M": "rollout"}  # even alone: the slot stays empty
+        assert assign_roles([attacker, info("T", 1, role="trainer", key=OWNER)], m) == {"M": "rollout", "T": "trainer"}
+        assert assign_roles([attacker, info("T", 1, key=OWNER)], m) == {"M": "rollout", "T": "trainer"}
+        assert [r.peer_id for r in trainers_of([attacker, info("T", 1, key=OWNER)], m)] == ["T"]
+
+
+def test_nobody_trains_when_no_key_is_listed_and_training_is_not_open():
+    closed = RunManifest(run=RunSection(id="t", owner_key_id=KEY))  # the parse default: fail-safe
+    assert not closed.trainer_allowed(OWNER) and not closed.trainer_allowed(ATTACKER)
+    assert set(assign_roles([info("T", 1, role="trainer", key=OWNER), boaster("M", ATTACKER)], closed).values()) == {
+        "rollout"}
+
+
+keyed_views = st.lists(
+    st.builds(
+        info,
+        peer=st.text("abcdefgh", min_size=1, max_size=3),
+        tok_s=st.floats(0, 1e6),
+        role=st.sampled_from(["joining", "trainer", "rollout"]),
+        pref=st.sampled_from(["auto", "trainer", "rollout"]),
+        gpus=st.sampled_from([(), H100]),
+        torch=st.booleans(),
+        ram=st.sampled_from([0.5, 8.0, 2048.0]),
+        key=st.sampled_from([OWNER, OTHER, ATTACKER, "4" * 64]),
+    ),
+    max_size=10,
+)  # duplicate peers and keys included: records of one peer, and a key named by several records
+
+
+@settings(max_examples=300, deadline=None)
+@given(keyed_views, st.lists(st.sampled_from([OWNER, OTHER, "4" * 64]), max_size=3, unique=True), st.randoms())
+def test_the_answer_is_independent_of_record_order_and_only_authorised_keys_train(records, keys, rnd):
+    m = manifest(trainer_keys=keys) if keys else RunManifest(run=RunSection(id="t", owner_key_id=KEY))
+    expected = assign_roles(records, m)
+    for _ in range(3):
+        shuffled = records[:]
+        rnd.shuffle(shuffled)
+        assert assign_roles(shuffled, m) == expected
+    trainers = [peer for peer, role in expected.items() if role == "trainer"]
+    assert len(trainers) <= 1
+    newest = {peer: max((r for r in records if r.peer_id == peer), key=lambda r: (r.issued_at, repr(r)))
+              for peer in trainers}
+    assert all(newest[peer].key_id in keys for peer in trainers)  # ATTACKER never, nobody when none listed
+    latest = {r.peer_id: max((x for x in records if x.peer_id == r.peer_id), key=lambda x: (x.issued_at, repr(x)))
+              for r in records}
+    incumbents = [r for r in latest.values() if r.role == "trainer" and can_train(r, m)]
+    if incumbents:  # a live, eligible incumbent is never displaced by a non-incumbent
+        assert trainers and latest[trainers[0]].role == "trainer"

@@ -31,7 +31,12 @@ def swarm4(tmp_path_factory, launched):
     tmp = tmp_path_factory.mktemp("swarm4")
     owner = Identity.generate()
     owner.save(tmp / "owner.key")
-    run = make_manifest(tmp, tmp / "owner.key", "--announce-period", str(PERIOD))
+    authorised = []  # every node may train (so one can take over from a crashed trainer); by default only the owner
+    for i in range(4):
+        key = Identity.generate()
+        key.save(tmp / f"n{i}.key")
+        authorised += ["--trainer-key", key.key_id]
+    run = make_manifest(tmp, tmp / "owner.key", "--announce-period", str(PERIOD), *authorised)
     nodes = []
     boot = NodeProcess("n0", tmp / "n0", ["--run", str(run), "--key", str(tmp / "n0.key")]).start()
     launched.append(boot)

@@ -209,13 +209,18 @@ def test_trainer_sigkill_restart_resumes_from_checkpoint_without_double_counting
     # together exactly as many as the trainer counts consumed.
     records = trainer_records(d)
     assert sorted(records) == list(range(0, STEPS + 1, PUBLISH_EVERY))
-    digests = [c for r in records.values() for c in r.chunks]
+    digests = [c.digest for r in records.values() for c in r.chunks]
     assert len(digests) == len(set(digests)), "a chunk digest appears in two version records"
     assert len(digests) == last["consumed"]
     assert records[0].chunks == ()
     for v in sorted(records)[1:]:  # one unbroken chain across the crash
         parent = records[v - PUBLISH_EVERY]
         assert (records[v].parent_version, records[v].parent_sha256) == (parent.version, parent.adapter_sha256)
+    # ... and the provenance log holds exactly that chain: one entry per version, in order.
+    from swarm.provenance.log import ProvenanceLog
+
+    log = ProvenanceLog(d["tdir"] / "provenance", d["signed"].namespace, d["signed"].digest, lambda k: True)
+    assert [r.version for r in log.records] == sorted(records)
 
     # A chunk id the trainer saw before the crash, resent from the rollout's spool, is refused as
     # a replay (the checkpoint keeps the seen ids).
@@ -282,7 +287,13 @@ def test_version_fetched_over_p2p_loads_with_peft_and_matches_trainer_logits(res
     assert max_diff(got, bare) > 1e-3, "the trained adapter does not change the logits: the test proves nothing"
 
 
-def _trainer_in_process(workdir: Path, signed, identity, store=None):
+def log_of(workdir: Path, signed):
+    from swarm.provenance.log import ProvenanceLog
+
+    return ProvenanceLog(workdir / "provenance", signed.namespace, signed.digest, signed.manifest.trainer_allowed)
+
+
+def _trainer_in_process(workdir: Path, signed, identity, store=None, log=None):
     """A TrainerWorker on `workdir` of a node that never joins (nothing here needs peers): a
     restart is a new one. `store`: the node's adapter store as it is when it becomes trainer."""
     from nodes.context import WorkerContext
@@ -295,6 +306,7 @@ def _trainer_in_process(workdir: Path, signed, identity, store=None):
     node = Node(signed, identity, NodeOptions(listen=[], workdir=workdir), Hardware(torch=True), 1.0)
     ctx = WorkerContext(signed=signed, identity=identity, workdir=workdir, swarm=node, transport=None,
                         store=store or AdapterStore(workdir / "adapters", signed.digest),
+                        log=log or log_of(workdir, signed),
                         metrics=MetricsLog(workdir / "metrics.jsonl"), threads=1)
     return TrainerWorker(ctx)
 
@@ -305,6 +317,7 @@ def test_a_trainer_whose_checkpoint_the_swarm_has_passed_continues_from_the_newe
     from crypto.identity import Identity
     from nodes.trainer.checkpoint import load_checkpoint
     from swarm.manifest import load_manifest
+    from swarm.provenance.sync import LogRequest, apply_reply, log_reply
 
     scenario = Scenario(Settings(name="passed", steps=8, publish_every=2),
                         (NodeSpec("a", role="trainer", engine="transformers"),
@@ -312,7 +325,6 @@ def test_a_trainer_whose_checkpoint_the_swarm_has_passed_continues_from_the_newe
     run, _ = prepare(scenario, tmp_path / "run")
     signed = load_manifest(run)
     a_id, b_id = (Identity.load(tmp_path / "run" / "keys" / f"{n}.key") for n in ("a", "b"))
-    keys = {i.key_id: i.public_key for i in (a_id, b_id)}
     samples, old = [((5, 6, 7), (8, 9)), ((5, 6, 7), (9, 8))], [[-1.0, -1.0], [-1.0, -1.0]]
 
     def train_and_publish(worker, steps: int) -> None:
@@ -320,8 +332,9 @@ def test_a_trainer_whose_checkpoint_the_swarm_has_passed_continues_from_the_newe
             worker.policy.train_step(samples, [[1.0, 0.0]], old)
         worker._publish()
 
-    def handed(src, dst, version: int) -> None:  # what a fetch over P2P does
-        dst.accept(src.store.bundle(version), want_version=version, trusted_keys=keys)
+    def handed(src, dst, dst_log, version: int) -> None:  # what the `log` and `adapter` protocols do
+        assert apply_reply(dst_log, log_reply(src.ctx.log, LogRequest(have=dst_log.size).encode()))
+        dst.accept(src.store.bundle(version), want_version=version, log=dst_log)
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -332,24 +345,26 @@ def test_a_trainer_whose_checkpoint_the_swarm_has_passed_continues_from_the_newe
 
     from swarm.adapters.store import AdapterStore
 
-    b_store = AdapterStore(tmp_path / "b" / "adapters", signed.digest)
+    b_store, b_log = AdapterStore(tmp_path / "b" / "adapters", signed.digest), log_of(tmp_path / "b", signed)
     for v in (0, 2):
-        handed(a, b_store, v)
-    b = _trainer_in_process(tmp_path / "b", signed, b_id, b_store)
+        handed(a, b_store, b_log, v)
+    b = _trainer_in_process(tmp_path / "b", signed, b_id, b_store, b_log)
     assert b.step == 2  # failover from A's v2
     train_and_publish(b, 2)
     v4 = b.store.latest()
     assert (v4.version, v4.trainer_key_id) == (4, b_id.key_id)
 
-    a_store = AdapterStore(tmp_path / "a" / "adapters", signed.digest)
-    a_store.load(keys)  # A's own v0, v2 on disk ...
-    handed(b, a_store, 4)  # ... and B's v4, verified while A was a rollout
-    a2 = _trainer_in_process(tmp_path / "a", signed, a_id, a_store)
+    a_store, a_log = AdapterStore(tmp_path / "a" / "adapters", signed.digest), log_of(tmp_path / "a", signed)
+    a_store.load(a_log)  # A's own v0, v2 on disk, with their entries in A's log ...
+    handed(b, a_store, a_log, 4)  # ... and B's v4, verified while A was a rollout
+    a2 = _trainer_in_process(tmp_path / "a", signed, a_id, a_store, a_log)
     assert a2.step == 4 and a2.store.latest() == v4
     assert "c" * 32 in a2.seen  # replay protection survives the switch
     train_and_publish(a2, 2)
     v6 = a2.store.latest()
     assert (v6.version, v6.parent_version, v6.parent_sha256) == (6, 4, v4.adapter_sha256)
+    assert [r.version for r in a2.ctx.log.records] == [0, 2, 4, 6]  # one log across both trainers
+    assert {r.trainer_key_id for r in a2.ctx.log.records} == {a_id.key_id, b_id.key_id}
 
 
 @pytest.mark.parametrize("killed", ["before_version_write", "after_version_write"])
@@ -361,6 +376,7 @@ def test_kill_around_publication_leaves_one_consistent_version(tmp_path, killed)
     from nodes.trainer.checkpoint import load_checkpoint
     from swarm.adapters.files import adapter_bytes
     from swarm.manifest import load_manifest
+    from swarm.versions import ChunkAttestation
 
     scenario = Scenario(Settings(name="window", steps=4, publish_every=2),
                         (NodeSpec("trainer", role="trainer", engine="transformers"),))
@@ -374,8 +390,9 @@ def test_kill_around_publication_leaves_one_consistent_version(tmp_path, killed)
     samples, old = [((5, 6, 7), (8, 9)), ((5, 6, 7), (9, 8))], [[-1.0, -1.0], [-1.0, -1.0]]
     for _ in range(2):
         worker.policy.train_step(samples, [[1.0, 0.0]], old)
-    consumed = [hashlib.sha256(f"chunk{i}".encode()).hexdigest() for i in range(3)]
-    worker.consumed_digests = list(consumed)
+    consumed = [ChunkAttestation(*(hashlib.sha256(f"{what}{i}".encode()).hexdigest()
+                                   for what in ("chunk", "producer", "envelope"))) for i in range(3)]
+    worker.consumed = list(consumed)
     worker.acct["accepted"] = worker.acct["consumed"] = len(consumed)
     if killed == "before_version_write":
         def crash(*_args, **_kw):
@@ -392,7 +409,7 @@ def test_kill_around_publication_leaves_one_consistent_version(tmp_path, killed)
 
     restarted = _trainer_in_process(workdir, signed, identity)
     assert restarted.step == 2
-    assert restarted.consumed_digests == []  # named by v2 on disk now, not to be named again by v4
+    assert restarted.consumed == []  # named by v2 on disk now, not to be named again by v4
     records = trainer_records({"keys": tmp_path / "run" / "keys", "tdir": workdir, "signed": signed})
     assert sorted(records) == [0, 2]
     v2 = records[2]

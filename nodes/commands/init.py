@@ -1,6 +1,7 @@
 """`swarm init`: write and sign a run manifest from the command line's settings."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -40,9 +41,35 @@ def manifest_of(args, owner_key_id: str):
         task=TaskSection(name=args.task, options=task_options(args.task_option)),
         grpo=GrpoSection(steps=args.steps),
         sync=SyncSection(mode=args.mode, staleness=args.staleness, publish_every=args.publish_every),
-        swarm=SwarmSection(trainer_slots=args.trainer_slots, trainer_keys=tuple(args.trainer_key),
-                           rollout_keys=tuple(args.rollout_key), announce_period_s=args.announce_period),
+        swarm=SwarmSection(trainer_slots=args.trainer_slots, trainer_keys=trainer_keys(args, owner_key_id),
+                           open_training=args.open_training, rollout_keys=tuple(args.rollout_key),
+                           announce_period_s=args.announce_period),
     )
+
+
+def trainer_keys(args, owner_key_id: str) -> tuple:
+    """Who may train: the `--trainer-key`s given; none given, the owner's key alone; none with
+    `--open-training-UNSAFE` (any member: the manifest refuses both at once)."""
+    if args.trainer_key or args.open_training:
+        return tuple(args.trainer_key)
+    return (owner_key_id,)
+
+
+OPEN_TRAINING_WARNING = ("open training (--open-training-UNSAFE): ANY member of this swarm may train; whichever "
+                         "node claims the best hardware takes the trainer slot, receives every trajectory chunk "
+                         "and signs the adapter every node runs. Use it only for throwaway test swarms; "
+                         "list --trainer-key KEYID instead.")
+
+
+def trainers_line(manifest, owner_key_id: str) -> str:
+    """Who may train, as `swarm init` reports it."""
+    keys = manifest.swarm.trainer_keys
+    if manifest.swarm.open_training:
+        return "ANY member may train (open training, UNSAFE: see the warning)"
+    if keys == (owner_key_id,):
+        return f"owner key {owner_key_id[:16]}... only (add --trainer-key KEYID to authorise others)"
+    named = ", ".join(f"{k[:16]}...{' (owner)' if k == owner_key_id else ''}" for k in keys)
+    return f"{len(keys)} key(s) in priority order: {named}"
 
 
 def run(args) -> int:
@@ -56,6 +83,9 @@ def run(args) -> int:
     print(f"run      {manifest.run.id}  ({manifest.sync.mode}, S={manifest.sync.staleness}, "
           f"{manifest.swarm.trainer_slots} trainer slot(s), "
           f"{'closed' if manifest.swarm.rollout_keys else 'open'} swarm)")
+    print(f"trainers {trainers_line(manifest, owner.key_id)}")
+    if manifest.swarm.open_training:
+        print(f"swarm init: WARNING: {OPEN_TRAINING_WARNING}", file=sys.stderr)
     print(f"digest   {signed.digest}")
     print(f"wrote    {args.out} (signed by {owner.key_id[:16]}...)")
     return 0

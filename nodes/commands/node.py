@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -44,6 +45,9 @@ def run(args) -> int:
                        "ask the run owner to add it")
     workdir = Path(args.workdir or Path("runs") / manifest.run.id / identity.key_id[:12])
     workdir.mkdir(parents=True, exist_ok=True)
+    # The trust root beside the log, so `swarm audit WORKDIR` needs nothing else.
+    (workdir / "provenance").mkdir(exist_ok=True)
+    shutil.copyfile(args.run, workdir / "provenance" / "manifest.toml")
 
     from nodes.watchdog import start_orphan_watchdog
 

@@ -17,6 +17,7 @@ from nodes.tasks.base import completion_text
 from swarm.chunk import CHUNK_TYPE, ChunkLimits, TrajectoryChunk, chunk_digest, decode_chunk
 from swarm.rejections import ChunkRejected, Reason
 from swarm.sync import lag_rejection
+from swarm.versions import ChunkAttestation
 
 SCORE_BATCH_TOKENS = 8192
 """Rows x padded width per forward of the honesty check: bounds its memory whatever the chunk."""
@@ -27,13 +28,14 @@ HONESTY_TOLERANCE = 0.05
 @dataclass
 class Accepted:
     chunk: TrajectoryChunk
-    digest: str
+    attestation: ChunkAttestation
+    """What the version that consumes the chunk names of it (digest, producer, signed envelope)."""
     rewards: list[list[float]]
     """Recomputed here, one list per group."""
 
 
 def open_chunk(blob: bytes, *, identity, run_id: str, members: dict[str, bytes], limits: ChunkLimits
-               ) -> tuple[TrajectoryChunk, str]:
+               ) -> tuple[TrajectoryChunk, ChunkAttestation]:
     """Decrypt, authenticate and parse a chunk. `members`: key id -> Ed25519 key of live members."""
     if len(blob) > limits.sealed_bytes:
         raise ChunkRejected(Reason.OVERSIZE, f"{len(blob)} bytes")
@@ -55,7 +57,7 @@ def open_chunk(blob: bytes, *, identity, run_id: str, members: dict[str, bytes],
         raise ChunkRejected(Reason.WRONG_RUN, chunk.run_id)
     if chunk.producer_key_id != sender:
         raise ChunkRejected(Reason.WRONG_PRODUCER, "chunk names another producer than its signer")
-    return chunk, chunk_digest(verified.payload)
+    return chunk, ChunkAttestation(chunk_digest(verified.payload), sender, chunk_digest(opened.body))
 
 
 def check_staleness(version: int, step: int, mode: str, staleness: int) -> None:

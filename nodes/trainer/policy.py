@@ -198,7 +198,14 @@ class Policy:
             raise ValueError(f"unexpected adapter keys: {result.unexpected_keys[:4]}")
 
     def peft_config_dict(self) -> dict[str, Any]:
-        """``adapter_config.json`` content, JSON-ready (sets as sorted lists, enums as values)."""
+        """``adapter_config.json`` content, JSON-ready (sets as sorted lists, enums as values).
+
+        ``base_model_name_or_path`` names the base as a user resolves it, so that
+        ``AutoPeftModelForCausalLM.from_pretrained(version_dir)`` loads: a Hugging Face id as is,
+        a local directory (the embedded tiny model's included) as an absolute path, which is
+        only meaningful on this machine (`swarm export` writes the base beside the adapter).
+        ``revision`` is PEFT's revision of the *base* model: kept only when one is pinned.
+        """
         d = self.model.peft_config["default"].to_dict()
         out = {}
         for k, v in d.items():
@@ -207,7 +214,10 @@ class Policy:
             elif hasattr(v, "value"):
                 v = v.value
             out[k] = v
-        out["base_model_name_or_path"] = None
+        base = Path(self.base_dir)
+        out["base_model_name_or_path"] = str(base.resolve()) if base.is_dir() else str(self.base_dir)
+        if out.get("revision") is None:
+            out.pop("revision", None)
         out["inference_mode"] = True
         return out
 

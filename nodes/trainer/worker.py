@@ -6,10 +6,10 @@ buffered` at all times, and each accounting line in metrics.jsonl shows it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 import threading
 import time
 from collections import Counter, deque
@@ -30,10 +30,20 @@ from nodes.trainer.intake import (
 )
 from swarm.chunk import ChunkLimits
 from swarm.messages import Verdict
+from swarm.provenance import checkpoints
 from swarm.records import TrainerState
 from swarm.rejections import ChunkRejected, Reason, Rejection
 from swarm.sync import groups_needed, oldest_usable
-from swarm.versions import AdapterVersion, sign_version
+from swarm.versions import (
+    CONFIG_FILE,
+    GGUF_FILE,
+    WEIGHTS_FILE,
+    AdapterVersion,
+    ChunkAttestation,
+    entry_hash,
+    settings_digest,
+    sign_version,
+)
 
 log = logging.getLogger("echo_swarm.trainer")
 
@@ -71,7 +81,7 @@ class TrainerWorker:
         self.acct = {"accepted": 0, "consumed": 0, "dropped": Counter(), "rejected": Counter()}
         self.acct_pending = False  # rejections counted but not yet in an accounting line
         self.versions: dict[int, dict] = {}  # recent adapter tensors, for the honesty check
-        self.consumed_digests: list[str] = []
+        self.consumed: list[ChunkAttestation] = []  # since the last published version
         self.ckpt_dir = Path(ctx.workdir) / "checkpoint"
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="trainer", daemon=True)
@@ -95,39 +105,51 @@ class TrainerWorker:
         return self.policy.step
 
     def _restore_or_publish_first(self) -> None:
-        """Resume from our checkpoint; or, if the swarm moved past it (another trainer published a
-        newer version that this node verified while it was a rollout), continue from that version,
-        as on a failover: resuming from the older checkpoint would fork the chain."""
-        state = load_checkpoint(self.ckpt_dir)
-        newest = self.store.latest()
-        if state is not None and newest is not None and newest.version > int(state[0]["meta.step"]):
+        """Continue the run where the verified provenance log says it is.
+
+        Resume from our checkpoint when it is at the log's head (or one publication past it: killed
+        between checkpointing and logging, the version is published now with the chunks it
+        consumed). When the swarm moved past our checkpoint (another trainer published while we
+        rolled out), or we have none, continue from the log's head, as on a failover: anything
+        else would fork the chain, and only a version whose whole chain verified is trained on."""
+        ctx = self.ctx
+        ctx.log.learn_keys({ctx.identity.key_id: ctx.identity.public_key})
+        self.store.load(ctx.log)
+        state, head = load_checkpoint(self.ckpt_dir), ctx.log.head()
+        if state is not None and head is not None and head.version > int(state[0]["meta.step"]):
             self._restore_accounting(state[1])  # keep what we saw: replays stay refused
             state = None
         if state is not None:
             tensors, meta = state
             self.policy.load_state_dict(tensors)
             self._restore_accounting(meta)
-            self.store.load({self.ctx.identity.key_id: self.ctx.identity.public_key})  # what we published
-            for v in [v for v in self.store.records if v > self.step]:  # not in the checkpoint: trained again
-                if self.store.records.pop(v).trainer_key_id == self.ctx.identity.key_id:
-                    shutil.rmtree(self.store.path(v), ignore_errors=True)  # or `put` would keep it
-            if self.store.latest() is None or self.store.latest().version != self.step:
-                # killed between the checkpoint and writing its version: publish it now, naming
-                # the chunks it consumed (already counted as consumed in the checkpoint)
-                self.consumed_digests = list(meta.get("pending", []))
+            if head is None or head.version != self.step:
+                self.consumed = [ChunkAttestation(**a) for a in meta.get("pending", [])]
             log.info("resumed from checkpoint at step %d (%d chunks seen)", self.step, len(self.seen))
-        elif self.store.latest() is not None:  # failover: continue from the newest version we verified
+        elif head is not None:
             from swarm.adapters.files import load_version
 
-            latest = self.store.latest()
-            self.policy.set_adapter_tensors(load_version(self.store.path(latest.version), latest.adapter_sha256))
-            self.policy.step = latest.version
-            log.info("taking over training from adapter v%d", latest.version)
-        if self.store.latest() is None or self.store.latest().version != self.step:
+            if self.store.latest() is None or self.store.latest().version != head.version:
+                self._fetch(head.version)
+            self.policy.set_adapter_tensors(load_version(self.store.path(head.version), head.adapter_sha256))
+            self.policy.step = head.version
+            log.info("taking over training from adapter v%d, the head of the verified log", head.version)
+        if head is None or head.version != self.step:
             self._publish()
         if self.step not in self.versions:
             self.versions[self.step] = self.policy.adapter_tensors()
         self._advertise()
+
+    def _fetch(self, version: int) -> None:
+        """The weights of the log's head, from whoever holds them (we hold only its entry)."""
+        from swarm.adapters.fetch import fetch_version
+        from swarm.adapters.peers import PeerFailures, rank_holders
+
+        ctx = self.ctx
+        peers = rank_holders(version, ctx.swarm.holders(version))
+        if not fetch_version(ctx.transport, ctx.protocol("adapter"), self.store, version, peers, log=ctx.log,
+                             failures=PeerFailures()):
+            raise RuntimeError(f"cannot take over training: no peer served v{version}, the head of the log")
 
     def _restore_accounting(self, meta: dict) -> None:
         self.seen = set(meta["seen"])
@@ -180,7 +202,7 @@ class TrainerWorker:
         return latest.version if latest else -1
 
     def _intake(self, blob: bytes) -> Accepted:
-        chunk, digest = open_chunk(blob, identity=self.ctx.identity, run_id=self.m.run.id,
+        chunk, attestation = open_chunk(blob, identity=self.ctx.identity, run_id=self.m.run.id,
                                    members=self.ctx.swarm.members(),
                                    limits=self.limits)
         if chunk.chunk_id in self.seen:
@@ -189,7 +211,7 @@ class TrainerWorker:
             raise ChunkRejected(Reason.WRONG_SETTINGS, "task or sampling differ from the manifest")
         check_staleness(chunk.policy_version, self.step, self.m.sync.mode, self.m.sync.staleness)
         check_honesty(chunk, self._score(chunk))
-        return Accepted(chunk, digest, recompute_rewards(chunk, self.tokenizer, self.task))
+        return Accepted(chunk, attestation, recompute_rewards(chunk, self.tokenizer, self.task))
 
     def _score(self, chunk) -> list[list[float]]:
         """Log-probs of the chunk's completions under the version it claims to come from."""
@@ -259,7 +281,7 @@ class TrainerWorker:
                 rewards.append(group_rewards)
         stats = self.policy.train_step(samples, rewards, old)
         self.acct["consumed"] += len(batch)
-        self.consumed_digests += [item.digest for item in batch]
+        self.consumed += [item.attestation for item in batch]
         if self.step % self.m.sync.publish_every == 0 or self.step >= self.m.grpo.steps:
             self._publish()
             for v in [v for v in self.versions if v < oldest_usable(self.step, self.m.sync.mode, self.m.sync.staleness)]:
@@ -305,29 +327,33 @@ class TrainerWorker:
         from swarm.adapters.delta import pack_delta
         from swarm.adapters.files import adapter_bytes
 
-        parent = self.store.latest()
+        parent, head = self.store.latest(), self.ctx.log.head()
         tensors = self.versions[self.step] = self.policy.adapter_tensors()  # scorable before announced
         weights = adapter_bytes(tensors)
-        config = self.policy.peft_config_dict()
-        config["revision"] = f"v{self.step}"
+        config = self.policy.peft_config_dict()  # the version number is in the signed record
         config_json = json.dumps(config, sort_keys=True, indent=2).encode()
         gguf = self._gguf(config_json, weights)
+        files = {WEIGHTS_FILE: weights, CONFIG_FILE: config_json, **({GGUF_FILE: gguf} if gguf else {})}
         record = AdapterVersion(
-            run_digest=self.ctx.signed.digest, version=self.step, step=self.step,
-            adapter_sha256=hashlib.sha256(weights).hexdigest(),
-            parent_version=parent.version if parent else -1, parent_sha256=parent.adapter_sha256 if parent else "",
+            run_id=self.m.run.id, run_digest=self.ctx.signed.digest, version=self.step, step=self.step,
+            parent_version=head.version if head else -1,
+            parent_entry=entry_hash(self.ctx.log.entries[-1]) if head else "",
+            parent_sha256=head.adapter_sha256 if head else "",
+            files=tuple(sorted((name, hashlib.sha256(data).hexdigest()) for name, data in files.items())),
             base_sha256=self.m.model.sha256, trainer_key_id=self.ctx.identity.key_id,
-            chunks=tuple(self.consumed_digests), created_at=time.time(),
-            gguf_sha256=hashlib.sha256(gguf).hexdigest() if gguf else "",
+            grpo_digest=settings_digest(self.m.grpo), chunks=tuple(self.consumed), created_at=time.time(),
         )
         envelope = sign_version(record, self.ctx.identity)
         with self.ready:  # a consistent snapshot: intake threads change these concurrently
-            meta = {"seen": sorted(self.seen), "pending": list(record.chunks),
+            meta = {"seen": sorted(self.seen), "pending": [dataclasses.asdict(a) for a in record.chunks],
                     "acct": {"accepted": self.acct["accepted"] - len(self.buffer), "consumed": self.acct["consumed"],
                              "dropped": dict(self.acct["dropped"]), "rejected": dict(self.acct["rejected"])}}
         # Checkpoint first: a version becomes visible only once a restart would resume from it
         # (a kill in between re-publishes it from the checkpoint's `pending` chunks).
         save_checkpoint(self.ckpt_dir, self.policy.state_dict(), meta)
-        delta = pack_delta(self._tensors(parent), tensors, parent.adapter_sha256, record.adapter_sha256) if parent else b""
+        delta = (pack_delta(self._tensors(parent), tensors, parent.adapter_sha256, record.adapter_sha256)
+                 if parent is not None and head is not None and parent.version == head.version else b"")
         self.store.put(record, envelope, config_json, weights, gguf=gguf, delta=delta)
-        self.consumed_digests = []
+        self.ctx.log.append(envelope)  # the entry is public once logged: files first, so it is servable
+        self.ctx.log.set_checkpoint(checkpoints.sign(self.ctx.log, self.ctx.identity), self.ctx.log.size)
+        self.consumed = []

@@ -33,10 +33,10 @@ def pack_parts(*parts: bytes) -> bytes:
     return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
 
 
-def split_parts(data: bytes) -> list[bytes]:
+def split_parts(data: bytes, max_parts: int = MAX_PARTS) -> list[bytes]:
     parts, pos = [], 0
     while pos < len(data):
-        if len(parts) == MAX_PARTS or pos + 8 > len(data):
+        if len(parts) == max_parts or pos + 8 > len(data):
             raise VersionRejected(Reason.FORMAT, "malformed adapter bundle")
         n = int.from_bytes(data[pos : pos + 8], "big")
         if pos + 8 + n > len(data):

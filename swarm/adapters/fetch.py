@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from swarm.adapters.bundle import MAX_BUNDLE_BYTES
 from swarm.adapters.peers import PeerFailures
 from swarm.adapters.store import AdapterStore
+from swarm.provenance.log import ProvenanceLog
 from swarm.messages import AdapterRequest
 from swarm.rejections import Rejection
 from swarm.transport import Transport, TransportError
@@ -18,9 +18,9 @@ PROGRESS_TIMEOUT_S = 5.0
 
 
 def fetch_version(transport: Transport, protocol: str, store: AdapterStore, version: int, peers: list[str], *,
-                  trusted_keys: Mapping[str, bytes], failures: PeerFailures, gguf: bool = False,
+                  log: ProvenanceLog, failures: PeerFailures, gguf: bool = False,
                   progress_timeout: float = PROGRESS_TIMEOUT_S) -> bool:
-    """Ask `peers` in order (see `rank_holders`) for `version` until one sends a bundle that
+    """Ask `peers` in order (see `rank_holders`) for `version`, whose entry `log` holds, until one sends a bundle that
     verifies; a peer that fails (no reply, a bad bundle) is put in backoff, one that answers it
     no longer holds the version (an empty reply) is not. True once the version is in `store`."""
     held = store.latest()
@@ -32,7 +32,7 @@ def fetch_version(transport: Transport, protocol: str, store: AdapterStore, vers
             if not data:
                 log.info("adapter v%d: %s no longer holds it", version, peer[-8:])
                 continue
-            store.accept(data, want_version=version, trusted_keys=trusted_keys)
+            store.accept(data, want_version=version, log=log)
         except (TransportError, Rejection) as e:
             backoff = failures.failed(peer)
             log.warning("adapter v%d from %s refused: %s (not asked again for %.0fs)", version, peer[-8:], e, backoff)

@@ -76,14 +76,14 @@ def write_version(tensors: dict[str, torch.Tensor], config: dict[str, Any], out_
 def save_version(policy, out_dir: str | Path, version: int) -> str:
     """Write ``policy``'s adapter as version ``version`` into ``out_dir``; return its sha256.
 
-    ``out_dir`` is the version's own directory (it must not exist yet). The version number goes
-    into the config's ``revision`` field for humans; the provenance log is what binds it.
+    ``out_dir`` is the version's own directory (it must not exist yet). The config is the
+    policy's (`Policy.peft_config_dict`: its base named so `AutoPeftModelForCausalLM` loads the
+    dir); the version number is not in it (PEFT reads ``revision`` as the *base model's*
+    revision): the signed record and the provenance log are what bind it.
     """
     if type(version) is not int or version < 0:
         raise AdapterError("version must be a non-negative int")
-    config = policy.peft_config_dict()
-    config["revision"] = f"v{version}"
-    return write_version(policy.adapter_tensors(), config, out_dir)
+    return write_version(policy.adapter_tensors(), policy.peft_config_dict(), out_dir)
 
 
 def load_version(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:

@@ -5,9 +5,8 @@ Each version lives in `ADAPTERS/vN/` as a PEFT directory (`adapter_config.json`,
 signed record `version.dsse`, and when the trainer made them: `gguf/adapter-f32.gguf` (the same
 adapter for llama.cpp, digest in the record) and `delta.bin` (the compressed exact delta from the
 parent version), served as bundles (`swarm.adapters.bundle`). A received version is
-used only if the record verifies against a current trainer's key, the weights (as sent, or
-rebuilt from the delta) and the GGUF match its digests, and it continues the chain we hold
-(higher version; the parent digest matches when we hold the parent).
+used only if its entry is in the node's verified provenance log (`swarm.provenance`) and every
+file (weights as sent or rebuilt from the delta, config, GGUF) matches the entry's digests.
 """
 from __future__ import annotations
 
@@ -19,17 +18,31 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from swarm.adapters.bundle import MAX_BUNDLE_BYTES, Bundle, decode_bundle
-from swarm.adapters.files import CONFIG_NAME, WEIGHTS_NAME
 from swarm.messages import BundleHeader
+from swarm.provenance.log import ProvenanceLog
 from swarm.rejections import Reason, VersionRejected
-from swarm.versions import AdapterVersion, verify_version
+from swarm.versions import CONFIG_FILE, GGUF_FILE, WEIGHTS_FILE, AdapterVersion
 
-WEIGHTS, CONFIG, RECORD = WEIGHTS_NAME, CONFIG_NAME, "version.dsse"
-GGUF, DELTA = "gguf/adapter-f32.gguf", "delta.bin"
+WEIGHTS, CONFIG, GGUF = WEIGHTS_FILE, CONFIG_FILE, GGUF_FILE
+RECORD, DELTA = "version.dsse", "delta.bin"
+"""The entry (signed in-toto statement) of the version, and the delta from its parent."""
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def check_files(record: AdapterVersion, files: Mapping[str, bytes], partial: bool = False) -> None:
+    """Every file re-hashes to the entry's subject; none missing (a GGUF may be left out when
+    `partial`: llama.cpp-free nodes do not fetch it), none extra."""
+    expected = record.digests
+    extra = set(files) - set(expected)
+    missing = set(expected) - set(files) - ({GGUF} if partial else set())
+    if extra or missing:
+        raise VersionRejected(Reason.DIGEST, f"v{record.version}: extra {sorted(extra)}, missing {sorted(missing)}")
+    for name, data in files.items():
+        if _sha(data) != expected[name]:
+            raise VersionRejected(Reason.DIGEST, f"v{record.version}: {name} does not match the signed digest")
 
 
 class AdapterStore:
@@ -68,17 +81,21 @@ class AdapterStore:
                 del self.records[old]
         return out
 
-    def load(self, trusted_keys: Mapping[str, bytes]) -> None:
-        """Re-read the versions kept on disk (a restarted node): each record must verify and match
-        its weights; anything else on disk is ignored."""
+    def load(self, log: ProvenanceLog) -> None:
+        """Re-read the versions kept on disk (a restarted node): each must be the log's entry for
+        its version, with files that match it. Anything else is removed: a version written but
+        never logged (killed in between) must not shadow the one published again."""
         for p in self.root.glob("v*"):
             try:
-                record = verify_version((p / RECORD).read_bytes(), trusted_keys=trusted_keys,
-                                        run_digest=self.run_digest)
-                if p.name == f"v{record.version}" and _sha((p / WEIGHTS).read_bytes()) == record.adapter_sha256:
-                    self.records[record.version] = record
-            except (OSError, VersionRejected):
-                continue
+                version = int(p.name[1:])
+                if (p / RECORD).read_bytes() != log.entry_for(version):
+                    raise VersionRejected(Reason.UNLOGGED, p.name)
+                record = log.records[log.index_of(version)]
+                check_files(record, {name: (p / name).read_bytes() for name, _ in record.files if (p / name).exists()},
+                            partial=True)
+                self.records[version] = record
+            except (OSError, ValueError, VersionRejected):
+                shutil.rmtree(p, ignore_errors=True)
 
     def bundle(self, version: int, have: int = -1, gguf: bool = False) -> bytes | None:
         """Version `version` for a peer holding `have`: the delta when `have` is its parent."""
@@ -94,26 +111,26 @@ class AdapterStore:
         except OSError:
             return None
 
-    def accept(self, data: bytes, *, want_version: int, trusted_keys: Mapping[str, bytes]) -> AdapterVersion:
-        """Verify a bundle received from a peer and store it; VersionRejected says why not."""
+    def accept(self, data: bytes, *, want_version: int, log: ProvenanceLog) -> AdapterVersion:
+        """Verify a bundle received from a peer and store it; VersionRejected says why not.
+
+        The version's entry must already be in our verified log (so its whole chain verified and
+        its signer was authorised); the bundle must carry exactly that entry, and every file must
+        match the entry's subject digests (config included: a relay cannot change lora_alpha)."""
         b = decode_bundle(data)
-        envelope, config, body = b.envelope, b.config, b.body
-        record = verify_version(envelope, trusted_keys=trusted_keys, run_digest=self.run_digest)
-        if record.version != want_version:
-            raise VersionRejected(Reason.WRONG_VERSION, f"asked for v{want_version}, got v{record.version}")
+        logged = log.entry_for(want_version)
+        if logged is None:
+            raise VersionRejected(Reason.UNLOGGED, f"v{want_version} is not in our verified provenance log")
+        if b.envelope != logged:
+            raise VersionRejected(Reason.EQUIVOCATION, f"the bundle's entry for v{want_version} is not the logged one")
+        record = log.records[log.index_of(want_version)]
         held = self.latest()
         if held is not None and record.version <= held.version:
             raise VersionRejected(Reason.ROLLBACK, f"v{record.version} is not newer than v{held.version}")
-        parent = self.records.get(record.parent_version)
-        if parent is not None and parent.adapter_sha256 != record.parent_sha256:
-            raise VersionRejected(Reason.FORK, f"v{record.version} does not continue the v{parent.version} we hold")
-        weights = self._rebuild(record, body) if b.header.body == "delta" else body
-        if _sha(weights) != record.adapter_sha256:
-            raise VersionRejected(Reason.DIGEST, "adapter weights do not match the signed digest")
-        gguf = b.gguf
-        if gguf and _sha(gguf) != record.gguf_sha256:
-            raise VersionRejected(Reason.DIGEST, "GGUF adapter does not match the signed digest")
-        self.put(record, envelope, config, weights, gguf=gguf, delta=body if b.header.body == "delta" else b"")
+        weights = self._rebuild(record, b.body) if b.header.body == "delta" else b.body
+        files = {WEIGHTS: weights, CONFIG: b.config, **({GGUF: b.gguf} if b.gguf else {})}
+        check_files(record, files, partial=GGUF not in files)
+        self.put(record, b.envelope, b.config, weights, gguf=b.gguf, delta=b.body if b.header.body == "delta" else b"")
         return record
 
     def _rebuild(self, record: AdapterVersion, delta: bytes) -> bytes:

@@ -1,0 +1,219 @@
+"""The provenance log of a run: every version entry, append-only, in an RFC 6962 Merkle tree.
+
+Every trainer and rollout node keeps a full copy in WORKDIR/provenance/ (entries are small):
+
+    entries.log      the exact entry envelopes, each framed by an 8-byte big-endian length;
+                     appended and fsynced (a torn tail from a crash is cut off when loading)
+    keys.json        key id -> Ed25519 public key of every signer seen (self-authenticating:
+                     the key id is the key's sha256; the manifest says which ids may sign)
+    checkpoint.note  the newest checkpoint (C2SP tlog-checkpoint signed note) with the witness
+                     cosignatures gathered for it; written tmp-then-rename
+
+Entries are accepted only in chain order: each is signed by a key the manifest authorises to
+train, is of this run, and names the previous entry as its parent (leaf hash and version). A
+node therefore holds a version only if the whole chain that leads to it verifies: no gaps, no
+foreign bases.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from crypto.identity import key_id_of
+from crypto.merkle import consistency_proof, inclusion_proof, leaf_hash, root_of
+from swarm.rejections import Reason, VersionRejected
+from swarm.versions import AdapterVersion, entry_hash, verify_version
+
+FRAME = 8
+MAX_KEYS = 1024
+
+
+class ProvenanceLog:
+    def __init__(self, directory: Path, origin: str, run_digest: str, authorised: Callable[[str], bool]):
+        """`origin`: the log's name in its checkpoints (the run's namespace); `authorised(key_id)`:
+        may this key sign entries and checkpoints (the manifest's trainer keys)."""
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.origin, self.run_digest, self.authorised = origin, run_digest, authorised
+        self.lock = threading.RLock()
+        self.entries: list[bytes] = []
+        self.records: list[AdapterVersion] = []
+        self.leaves: list[bytes] = []  # RFC 6962 leaf hashes of the entries
+        self.keys: dict[str, bytes] = {}
+        self.checkpoint: bytes | None = None
+        """The newest signed checkpoint note we hold for this log (with cosignatures)."""
+        self.checkpoint_size = 0
+        self._load()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return len(self.entries)
+
+    def head(self) -> AdapterVersion | None:
+        return self.records[-1] if self.records else None
+
+    def index_of(self, version: int) -> int | None:
+        """The log index of `version`'s entry, if the log holds it."""
+        lo, hi = 0, len(self.records)
+        while lo < hi:  # versions increase along the chain
+            mid = (lo + hi) // 2
+            if self.records[mid].version < version:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < len(self.records) and self.records[lo].version == version else None
+
+    def entry_for(self, version: int) -> bytes | None:
+        i = self.index_of(version)
+        return None if i is None else self.entries[i]
+
+    def root(self, size: int | None = None) -> bytes:
+        return root_of(self.leaves[: self.size if size is None else size])
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        return inclusion_proof(self.leaves[: self.size if size is None else size], index)
+
+    def consistency_proof(self, old_size: int, size: int | None = None) -> list[bytes]:
+        return consistency_proof(self.leaves[: self.size if size is None else size], old_size)
+
+    # -- growing ------------------------------------------------------------------------------
+
+    def learn_keys(self, keys: dict[str, bytes]) -> None:
+        """Remember public keys (from live records or a peer's keys.json); each must hash to its id."""
+        with self.lock:
+            fresh = {k: bytes(v) for k, v in keys.items() if k not in self.keys and key_id_of(bytes(v)) == k}
+            if fresh and len(self.keys) + len(fresh) <= MAX_KEYS:
+                self.keys.update(fresh)
+                _write_atomic(self.dir / "keys.json", json.dumps({k: v.hex() for k, v in sorted(self.keys.items())}))
+
+    def verify_next(self, envelope: bytes, parent: AdapterVersion | None, parent_envelope: bytes | None
+                    ) -> AdapterVersion:
+        return verify_entry(envelope, parent, parent_envelope, keys=self.keys, authorised=self.authorised,
+                            run_digest=self.run_digest)
+
+    def append(self, envelope: bytes) -> AdapterVersion:
+        """Verify one entry against the head and append it durably."""
+        with self.lock:
+            staged = self.staged([envelope])
+            self.commit(staged)
+            return staged.records[0]
+
+    def staged(self, envelopes: Iterable[bytes]) -> Staged:
+        """Verify entries in chain order after our head, keeping nothing yet."""
+        with self.lock:
+            staged = Staged(self.leaves)
+            head, head_envelope = self.head(), self.entries[-1] if self.entries else None
+            for envelope in envelopes:
+                record = self.verify_next(envelope, head, head_envelope)
+                staged.add(envelope, record)
+                head, head_envelope = record, envelope
+            return staged
+
+    def commit(self, staged: Staged, checkpoint: bytes | None = None) -> None:
+        """Keep staged entries (appended and fsynced) and, if given, the checkpoint that covers them."""
+        with self.lock:
+            if staged.base != len(self.entries):
+                raise VersionRejected(Reason.INCONSISTENT, "the log grew while a reply was being checked")
+            if staged.entries:
+                with open(self.dir / "entries.log", "ab") as f:
+                    f.write(b"".join(len(e).to_bytes(FRAME, "big") + e for e in staged.entries))
+                    f.flush()
+                    os.fsync(f.fileno())
+                for envelope, record in zip(staged.entries, staged.records):
+                    self._add(envelope, record)
+            if checkpoint is not None:
+                self.set_checkpoint(checkpoint, self.size)
+
+    def set_checkpoint(self, note: bytes, size: int) -> None:
+        """Keep a (verified) checkpoint note for the first `size` entries; written tmp-then-rename."""
+        with self.lock:
+            self.checkpoint, self.checkpoint_size = note, size
+            _write_atomic(self.dir / "checkpoint.note", note)
+
+    def _add(self, envelope: bytes, record: AdapterVersion) -> None:
+        self.entries.append(envelope)
+        self.records.append(record)
+        self.leaves.append(leaf_hash(envelope))
+
+    def _load(self) -> None:
+        try:
+            self.learn_keys({k: bytes.fromhex(v) for k, v in json.loads((self.dir / "keys.json").read_text()).items()})
+        except (OSError, ValueError, AttributeError):
+            pass
+        path = self.dir / "entries.log"
+        data = path.read_bytes() if path.exists() else b""
+        pos = 0
+        while pos + FRAME <= len(data):
+            n = int.from_bytes(data[pos : pos + FRAME], "big")
+            envelope = data[pos + FRAME : pos + FRAME + n]
+            if len(envelope) < n:
+                break
+            try:
+                self._add(envelope, self.verify_next(envelope, self.head(), self.entries[-1] if self.entries else None))
+            except VersionRejected:
+                break  # a damaged file: keep the verified prefix
+            pos += FRAME + n
+        if pos != len(data):  # a torn or damaged tail: cut it so appends continue the verified prefix
+            with open(path, "r+b") as f:
+                f.truncate(pos)
+        self._load_checkpoint()
+
+    def _load_checkpoint(self) -> None:
+        from swarm.provenance.checkpoints import checkpoint_size
+
+        try:
+            note = (self.dir / "checkpoint.note").read_bytes()
+            size = checkpoint_size(note)
+        except (OSError, ValueError):
+            return
+        if size <= self.size:  # re-verified by whoever relies on it (audit, a peer)
+            self.checkpoint, self.checkpoint_size = note, size
+
+
+class Staged:
+    """Entries verified to follow a log's head, with the tree they would make; not yet kept."""
+
+    def __init__(self, leaves: list[bytes]):
+        self.base = len(leaves)
+        self._leaves = leaves
+        self.entries: list[bytes] = []
+        self.records: list[AdapterVersion] = []
+
+    def add(self, envelope: bytes, record: AdapterVersion) -> None:
+        self.entries.append(envelope)
+        self.records.append(record)
+
+    def root(self) -> bytes:
+        return root_of(self._leaves[: self.base] + [leaf_hash(e) for e in self.entries])
+
+
+def verify_entry(envelope: bytes, parent: AdapterVersion | None, parent_envelope: bytes | None, *,
+                 keys: dict[str, bytes], authorised: Callable[[str], bool], run_digest: str) -> AdapterVersion:
+    """The record of `envelope` if it may follow `parent` (None: the first entry) in a run's log.
+
+    Signature over the exact bytes by a known key (else bad_signature), that key authorised to
+    train (else wrong_signer), then the chain: the parent's version, entry hash and weights digest
+    (else rollback when it does not move forward, fork otherwise)."""
+    record = verify_version(envelope, trusted_keys=keys, run_digest=run_digest)
+    if not authorised(record.trainer_key_id):
+        raise VersionRejected(Reason.WRONG_SIGNER, f"v{record.version} signed by {record.trainer_key_id[:16]}, "
+                                                   "a key the manifest does not authorise to train")
+    if parent is None:
+        if record.parent_version != -1:
+            raise VersionRejected(Reason.FORK, f"v{record.version} names a parent the log does not hold (a gap)")
+    elif (record.parent_version, record.parent_entry, record.parent_sha256) != (
+            parent.version, entry_hash(parent_envelope), parent.adapter_sha256):
+        reason = Reason.ROLLBACK if record.version <= parent.version else Reason.FORK
+        raise VersionRejected(reason, f"v{record.version} does not continue v{parent.version}")
+    return record
+
+
+def _write_atomic(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)

@@ -1,0 +1,61 @@
+"""A rollout node as a witness: bring its log up to a peer's, check it, countersign the checkpoint.
+
+Each node keeps the whole log, so a trainer that showed two nodes two different histories (a
+split view) is caught: a history that does not extend the one a node holds is refused, and the
+checkpoints the witnesses countersigned cannot both be consistent. The cosignature goes back to
+the peer (the `cosign` protocol), which keeps it with its checkpoint for audits, and stays in our
+own copy of the checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from swarm.adapters.peers import PeerFailures
+from swarm.provenance.checkpoints import CosignRequest, add_cosignature, cosign
+from swarm.provenance.sync import MAX_LOG_REPLY, LogRequest, apply_reply
+from swarm.rejections import Rejection
+from swarm.transport import TransportError
+
+log = logging.getLogger(__name__)
+MAX_ROUNDS = 64
+"""Requests to catch up with one peer (each brings up to MAX_ENTRIES_PER_REPLY entries)."""
+
+
+def witness_log(ctx, peers: list[str], failures: PeerFailures) -> bool:
+    """Sync our log from the first of `peers` that can serve a verified extension of it, then
+    countersign its checkpoint. True when our log holds that peer's checkpointed history."""
+    for peer in peers:
+        try:
+            if not _catch_up(ctx, peer):
+                continue
+        except (TransportError, Rejection) as e:
+            backoff = failures.failed(peer)
+            log.warning("provenance log from %s refused: %s (not asked again for %.0fs)", peer[-8:], e, backoff)
+            continue
+        _countersign(ctx, peer)
+        return True
+    return False
+
+
+def _catch_up(ctx, peer: str) -> bool:
+    for _ in range(MAX_ROUNDS):
+        data = ctx.transport.request(peer, ctx.protocol("log"), LogRequest(have=ctx.log.size).encode(),
+                                     max_response=MAX_LOG_REPLY, timeout=30, progress_timeout=10)
+        if not data:
+            return False  # the peer holds less than we do, or has no checkpoint yet
+        if apply_reply(ctx.log, data):
+            return True
+    return False
+
+
+def _countersign(ctx, peer: str) -> None:
+    note = ctx.log.checkpoint
+    line = cosign(note, ctx.identity, now=int(time.time()))
+    ctx.log.learn_keys({ctx.identity.key_id: ctx.identity.public_key})
+    ctx.log.set_checkpoint(add_cosignature(note, line), ctx.log.checkpoint_size)
+    request = CosignRequest(note=note.decode(), cosignature=line.decode()).encode()
+    try:
+        ctx.transport.request(peer, ctx.protocol("cosign"), request, max_response=512, timeout=10)
+    except TransportError as e:  # the cosignature is ours to keep either way
+        log.info("could not hand our cosignature to %s: %s", peer[-8:], e)
