@@ -55,17 +55,17 @@ class Membership:
         self.identity = identity
         self.validator = RunRecordValidator(signed.digest, nodes_key(signed))
         self._read_rejections: dict[str, int] = {}
-        self._kwargs = dict(
-            host_maddrs=listen,
-            announce_maddrs=announce,
-            initial_peers=initial_peers or None,
-            nat_port_map=nat_port_map,
-            client_mode=client_mode,
-            record_validators=[self.validator],
-            startup_timeout=join_timeout_s,
-            bootstrap_timeout=join_timeout_s,
-            check_if_identity_free=False,
-        )
+        self._kwargs = {
+            "host_maddrs": listen,
+            "announce_maddrs": announce,
+            "initial_peers": initial_peers or None,
+            "nat_port_map": nat_port_map,
+            "client_mode": client_mode,
+            "record_validators": [self.validator],
+            "startup_timeout": join_timeout_s,
+            "bootstrap_timeout": join_timeout_s,
+            "check_if_identity_free": False,
+        }
         if identity is not None and identity_dir is not None:
             path = Path(identity_dir) / "libp2p.key"
             identity.write_libp2p_identity(path)
@@ -79,7 +79,7 @@ class Membership:
         try:
             self.dht = hivemind.DHT(start=True, await_ready=False, **self._kwargs)
             self.dht.wait_until_ready(timeout=self._join_timeout_s + 10)
-        except Exception as e:  # hivemind raises a zoo of types here; all mean "could not join"
+        except Exception as e:  # noqa: BLE001 - hivemind raises a zoo of types here; all mean "could not join"
             self.shutdown()
             raise JoinError(_explain_join_failure(e, self._kwargs)) from None
 
@@ -98,7 +98,7 @@ class Membership:
         )
         try:
             return bool(future.result(timeout=CALL_TIMEOUT_S))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a failed DHT call must not stop the announce loop
             log.warning("publishing our record failed: %r", e)
             return False
 
@@ -107,7 +107,7 @@ class Membership:
         future = self.dht.get(nodes_key(self.signed), latest=True, return_future=True)
         try:
             found = future.result(timeout=CALL_TIMEOUT_S)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a failed DHT call must not stop the announce loop
             log.warning("reading the swarm failed: %r", e)
             found = None
         now = time.time()

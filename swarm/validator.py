@@ -50,7 +50,7 @@ class RunRecordValidator(RecordValidatorBase):
             self._count(e.reason)
             log.warning("rejected DHT record: %s", e)
             return False
-        except Exception as e:  # a validator must never take the DHT down
+        except Exception as e:  # noqa: BLE001 - a validator must never take the DHT down
             self._count(Reason.SCHEMA)
             log.warning("rejected DHT record: schema: %r", e)
             return False
@@ -59,7 +59,7 @@ class RunRecordValidator(RecordValidatorBase):
         try:
             owner = MSGPackSerializer.loads(record.subkey)
             envelope = MSGPackSerializer.loads(record.value)
-        except Exception:
+        except Exception:  # noqa: BLE001 - msgpack raises many types on garbage
             raise RecordRejected(Reason.SCHEMA, "subkey or value is not msgpack") from None
         if not isinstance(owner, str):
             raise RecordRejected(Reason.WRONG_OWNER, "subkey is not an owner key")

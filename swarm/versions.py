@@ -228,5 +228,5 @@ def _int(value: Any, minimum: int) -> int:
 
 def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("expected a number")
+        raise TypeError("expected a number")
     return float(value)

@@ -6,8 +6,8 @@ import logging
 from swarm.adapters.bundle import MAX_BUNDLE_BYTES
 from swarm.adapters.peers import PeerFailures
 from swarm.adapters.store import AdapterStore
-from swarm.provenance.log import ProvenanceLog
 from swarm.messages import AdapterRequest
+from swarm.provenance.log import ProvenanceLog
 from swarm.rejections import Rejection
 from swarm.transport import Transport, TransportError
 
