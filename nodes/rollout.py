@@ -20,9 +20,9 @@ from nodes.metrics import ChunkEvent
 from nodes.spool import ChunkSpool
 from swarm.adapters.fetch import fetch_version
 from swarm.adapters.peers import PeerFailures, rank_holders
-from swarm.provenance.witness import witness_log
 from swarm.chunk import CHUNK_TYPE, TrajectoryChunk, TrajectoryGroup, encode_chunk, new_chunk_id
 from swarm.messages import StatusRequest, Verdict, decode
+from swarm.provenance.witness import witness_log
 from swarm.rejections import Reason, Rejection
 from swarm.sync import may_generate
 from swarm.transport import TransportError

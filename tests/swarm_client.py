@@ -16,10 +16,10 @@ from crypto.sealing import SealContext, seal
 from swarm.adapters.bundle import MAX_BUNDLE_BYTES
 from swarm.adapters.peers import PeerFailures
 from swarm.adapters.store import AdapterStore
-from swarm.provenance.log import ProvenanceLog
-from swarm.provenance.witness import witness_log
 from swarm.chunk import CHUNK_TYPE, TrajectoryChunk, TrajectoryGroup, encode_chunk, new_chunk_id
 from swarm.messages import AdapterRequest, Verdict, decode
+from swarm.provenance.log import ProvenanceLog
+from swarm.provenance.witness import witness_log
 from swarm.records import NodeInfo
 
 
@@ -90,6 +90,16 @@ class SwarmClient:
 
     def protocol(self, name: str) -> str:
         return f"{self.signed.namespace}/{name}"
+
+    def serve_versions(self, adapter=None) -> None:
+        """Serve our log and our versions as any node does (`adapter`: another bundle handler)."""
+        from swarm.messages import decode
+        from swarm.provenance.sync import LogRequest, log_reply
+
+        self.transport.serve(self.protocol("log"), lambda remote, data: log_reply(self.log, data),
+                             max_request=LogRequest.MAX_BYTES)
+        self.transport.serve(self.protocol("adapter"), adapter or (
+            lambda remote, data: self.store.bundle(decode(AdapterRequest, data).version) or b""), max_request=1024)
 
     # -- chunks -----------------------------------------------------------------------------
 

@@ -14,10 +14,10 @@ from swarm.adapters.bundle import pack_parts, split_parts
 from swarm.adapters.delta import pack_delta
 from swarm.adapters.files import adapter_bytes, sha256_hex
 from swarm.adapters.store import DELTA, GGUF, WEIGHTS, AdapterStore
-from swarm.rejections import VersionRejected
 from swarm.provenance import checkpoints
 from swarm.provenance.log import ProvenanceLog
 from swarm.provenance.sync import LogRequest, apply_reply, log_reply
+from swarm.rejections import VersionRejected
 from swarm.versions import AdapterVersion, entry_hash, sign_version
 
 RUN = "ab" * 32

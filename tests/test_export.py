@@ -19,6 +19,8 @@ from test_trainer_restart import _trainer_in_process
 from scenarios.scenario import NodeSpec, Scenario, Settings
 from scenarios.simulate import prepare
 
+pytestmark = pytest.mark.slow  # ~40 s of training, exports and model loads in subprocesses
+
 IDS = [[1, 7, 5, 6, 42, 5, 6, 7]]  # "<bos>312>123", as the sort-digits task writes it
 TOL = 1e-4
 

@@ -110,7 +110,7 @@ def test_a_self_declared_trainer_receives_no_chunk_and_is_asked_for_nothing(swar
 def test_a_holder_that_never_answers_costs_one_short_timeout(swarm):
     from swarm.adapters.fetch import fetch_version
     from swarm.adapters.peers import PeerFailures, rank_holders
-    from swarm.messages import AdapterRequest, StatusRequest, Verdict, decode
+    from swarm.provenance.witness import witness_log
     from swarm.transport import NoProgress
 
     trainer, rollout, join = swarm
@@ -120,21 +120,16 @@ def test_a_holder_that_never_answers_costs_one_short_timeout(swarm):
     holder.transport.serve(f"{holder.signed.namespace}/adapter", lambda remote, data: hang.wait(120) and b"",
                            max_request=1024)
     # An honest holder of a fixed version (the trainer itself moves on too fast to hold one still).
-    keeper = join("keeper", engine=False)
-    real = next(iter(keeper.node.trainers()))
-    keys = {real.key_id: bytes.fromhex(real.public_key)}
-    adapter = f"{keeper.signed.namespace}/adapter"
-    version = decode(Verdict, keeper.transport.request(real.peer_id, f"{keeper.signed.namespace}/status",
-                                                       StatusRequest().encode(), max_response=512)).version
-    assert fetch_version(keeper.transport, adapter, keeper.store, version, [real.peer_id], trusted_keys=keys,
-                         failures=PeerFailures())
-    keeper.transport.serve(adapter, lambda remote, data: keeper.store.bundle(decode(AdapterRequest, data).version),
-                           max_request=1024)
+    keeper = member_holding(join, "keeper", trainer.status()["peer_id"])
+    keeper.serve_versions()
+    version, adapter = keeper.store.latest().version, keeper.protocol("adapter")
     asker = join("asker", engine=False)
+    asker.log.learn_keys({r.key_id: bytes.fromhex(r.public_key) for r in asker.node.trainers()})
+    assert witness_log(asker, [keeper.node.peer_id], PeerFailures())
     failures = PeerFailures()
     try:
         assert fetch_version(asker.transport, adapter, asker.store, version, [holder.node.peer_id, keeper.node.peer_id],
-                             failures=failures, trusted_keys=keys, progress_timeout=2)
+                             failures=failures, log=asker.log, progress_timeout=2)
         assert asker.store.latest().version == version  # from the honest holder, once the first one stalled
         assert failures.banned(holder.node.peer_id) and not failures.banned(keeper.node.peer_id)
         # The next fetch does not ask it again while it is in backoff.
@@ -145,6 +140,54 @@ def test_a_holder_that_never_answers_costs_one_short_timeout(swarm):
         honest_progress(trainer, rollout, 2, "while the holder hangs")
     finally:
         hang.set()
+
+
+def test_a_relay_that_changes_the_config_is_refused_and_the_next_holder_asked(swarm):
+    """A relaying peer served a genuine version with lora_alpha x64 in adapter_config.json: before,
+    the rollout stored and used it (every chunk it then made was rejected as dishonest). The entry
+    names the config's digest: the relay's bundle is refused, the relay put in backoff, and the
+    next holder's copy, the signed config byte for byte, is taken."""
+    from swarm.adapters.bundle import pack_parts, split_parts
+    from swarm.adapters.fetch import fetch_version
+    from swarm.adapters.peers import PeerFailures
+    from swarm.messages import AdapterRequest, decode
+    from swarm.provenance.witness import witness_log
+
+    trainer, _, join = swarm
+    keeper = member_holding(join, "keeper2", trainer.status()["peer_id"])
+    keeper.serve_versions()
+    relay = member_holding(join, "relay", keeper.node.peer_id)
+    version = relay.store.latest().version
+
+    def tampered(remote: str, data: bytes) -> bytes:
+        parts = split_parts(relay.store.bundle(decode(AdapterRequest, data).version))
+        return pack_parts(parts[0], parts[1], parts[2].replace(b'"lora_alpha": 16', b'"lora_alpha": 1024'),
+                          *parts[3:])
+
+    relay.serve_versions(adapter=tampered)
+    asker = join("asker2", engine=False)
+    asker.log.learn_keys({r.key_id: bytes.fromhex(r.public_key) for r in asker.node.trainers()})
+    assert witness_log(asker, [relay.node.peer_id], PeerFailures())  # a signed log may be relayed by anyone
+    failures = PeerFailures()
+    assert fetch_version(asker.transport, asker.protocol("adapter"), asker.store, version,
+                         [relay.node.peer_id, keeper.node.peer_id], log=asker.log, failures=failures)
+    assert failures.banned(relay.node.peer_id) and not failures.banned(keeper.node.peer_id)
+    config = (asker.store.path(version) / "adapter_config.json").read_bytes()
+    assert config == (keeper.store.path(version) / "adapter_config.json").read_bytes() and b"1024" not in config
+
+
+def member_holding(join, name: str, source: str) -> SwarmClient:
+    """A member that synced the provenance log from `source` and fetched its newest version."""
+    from swarm.adapters.fetch import fetch_version
+    from swarm.adapters.peers import PeerFailures
+    from swarm.provenance.witness import witness_log
+
+    client = join(name, engine=False)
+    client.log.learn_keys({r.key_id: bytes.fromhex(r.public_key) for r in client.node.trainers()})
+    assert witness_log(client, [source], PeerFailures())
+    assert fetch_version(client.transport, client.protocol("adapter"), client.store, client.log.head().version,
+                         [source], log=client.log, failures=PeerFailures())
+    return client
 
 
 def test_held_open_frames_cost_bounded_memory(swarm):

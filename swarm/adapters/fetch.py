@@ -11,7 +11,7 @@ from swarm.provenance.log import ProvenanceLog
 from swarm.rejections import Rejection
 from swarm.transport import Transport, TransportError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 FETCH_TIMEOUT_S = 30.0
 PROGRESS_TIMEOUT_S = 5.0
 """A holder that sends no byte of its reply within this long is dropped for this fetch."""
@@ -30,12 +30,12 @@ def fetch_version(transport: Transport, protocol: str, store: AdapterStore, vers
             data = transport.request(peer, protocol, ask, max_response=MAX_BUNDLE_BYTES, timeout=FETCH_TIMEOUT_S,
                                      progress_timeout=progress_timeout)
             if not data:
-                log.info("adapter v%d: %s no longer holds it", version, peer[-8:])
+                logger.info("adapter v%d: %s no longer holds it", version, peer[-8:])
                 continue
             store.accept(data, want_version=version, log=log)
         except (TransportError, Rejection) as e:
             backoff = failures.failed(peer)
-            log.warning("adapter v%d from %s refused: %s (not asked again for %.0fs)", version, peer[-8:], e, backoff)
+            logger.warning("adapter v%d from %s refused: %s (not asked again for %.0fs)", version, peer[-8:], e, backoff)
             continue
         failures.succeeded(peer)
         return True
