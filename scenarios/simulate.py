@@ -28,6 +28,8 @@ from scenarios.scenario import Scenario, ScenarioError, scenario_manifest, train
 RATE_WINDOW_S = 20.0
 QUIET_EVERY_S = 15.0
 EXIT_CODES = {"done": 0, "timeout": 1, "node_exited": 1, "interrupted": 130}
+WITNESS_WAIT_S = 10.0
+WITNESS_LINE = b"\n\xe2\x80\x94 echo-swarm-witness/"  # "— echo-swarm-witness/": a cosignature line
 
 
 def prepare(scenario: Scenario, out: Path) -> tuple[Path, dict]:
@@ -125,6 +127,7 @@ class Simulation:
             dead = [n for n in self.nodes if not n.alive()]
             self.poll()  # after the liveness check: a trainer that logs `done` and exits is not a failure
             if any(e["kind"] == "done" for evs in self.events.values() for e in evs):
+                self.wait_for_witnesses(min(deadline, time.monotonic() + WITNESS_WAIT_S))
                 refresh()
                 return "done"
             if dead:
@@ -182,11 +185,37 @@ class Simulation:
                      f"{'reconciled' if acc['reconciled'] else 'DOES NOT RECONCILE'}; rejected at intake: "
                      f"{', '.join(f'{k} {v}' for k, v in acc['rejected'].items()) or 'none'}")
         self.say(f"capacity: {summary['capacity']['verdict']}")
+        self.say(self.provenance_line())
         killed = [name for name, code in codes.items() if code == -9]
         if killed:
             self.say(f"note: {', '.join(killed)} did not exit within 10s of SIGTERM and were killed")
         self.say(f"{outcome} after {summary['wall_s']:.0f}s; report: {path.parent}")
         return EXIT_CODES[outcome]
+
+    def wait_for_witnesses(self, until: float) -> None:
+        """Give rollouts a moment to verify and countersign the final checkpoint, so the run's
+        provenance ends witnessed (they do within a poll or two of the last publication)."""
+        trainer = next((n for n, evs in self.events.items() if any(e["kind"] == "done" for e in evs)), None)
+        note = self.out / "nodes" / str(trainer) / "provenance" / "checkpoint.note"
+        while time.monotonic() < until:
+            try:
+                if WITNESS_LINE in note.read_bytes():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+
+    def provenance_line(self) -> str:
+        from swarm.provenance.audit import audit
+
+        try:
+            report = audit(self.out)
+        except FileNotFoundError:
+            return "provenance: no log was written"
+        if not report.ok:
+            return f"provenance: FAILED ({report.failure.kind}): {report.failure.message}"
+        return (f"provenance: {len(report.records)} versions verified, one chain, checkpoint cosigned by "
+                f"{len(report.witnesses)} witness(es); see `swarm audit {self.out}`")
 
     # -- what the user sees -------------------------------------------------------------------
     def steps_done(self) -> int:
