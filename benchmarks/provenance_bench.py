@@ -45,7 +45,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crypto.identity import Identity
-from crypto.merkle import consistency_proof, root_of
 from swarm.manifest import GrpoSection, load_manifest, parse_manifest, sign_manifest, write_manifest
 from swarm.provenance import checkpoints
 from swarm.provenance.audit import audit
@@ -313,9 +312,9 @@ def per_version_at(run: Run, log: ProvenanceLog, work: Path, rounds: int) -> dic
     assert wlog.size == log.size
     node = Node(run, log, wlog, {WEIGHTS_FILE: os.urandom(384 * 1024), CONFIG_FILE: b'{"r": 8}'})
     t0 = time.perf_counter()
-    root_of(log.leaves)
+    log.root()
     t1 = time.perf_counter()
-    consistency_proof(log.leaves, log.size - 1)
+    log.consistency_proof(log.size - 1)
     t2 = time.perf_counter()
     pubs, wits = [], []
     for _ in range(rounds):

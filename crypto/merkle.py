@@ -365,6 +365,12 @@ class MerkleTree:
             raise ValueError(f"leaf index {index} is outside a tree of {size} leaves")
         return self._tree.inclusion(index, size)
 
+    def truncate(self, size: int) -> None:
+        """Forget every leaf from ``size`` on (to undo appends that were only tried)."""
+        size = self._size_arg(size)
+        for height, row in enumerate(self._tree.levels):
+            del row[size >> height :]
+
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """Proof from ``old_size`` to ``new_size`` (default: now); empty for sizes 0 and equal."""
         new_size = self._size_arg(new_size)

@@ -393,3 +393,16 @@ def test_verify_inclusion_only_raises_proof_error(leaf, index, size, proof, root
 )
 def test_verify_consistency_only_raises_proof_error(old, new, old_root, new_root, proof) -> None:
     outcome(verify_consistency, old, new, old_root, new_root, proof)
+
+
+def test_truncate_undoes_appends_exactly():
+    from crypto.merkle import MerkleTree
+
+    tree = MerkleTree(bytes([i]) for i in range(13))
+    before = (tree.root(), tree.inclusion_proof(5), tree.consistency_proof(7))
+    for i in range(13, 40):
+        tree.append(bytes([i]))
+    tree.truncate(13)
+    assert tree.size == 13 and (tree.root(), tree.inclusion_proof(5), tree.consistency_proof(7)) == before
+    tree.append(b"\x0d")
+    assert tree.root() == MerkleTree(bytes([i]) for i in range(14)).root()

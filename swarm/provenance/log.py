@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from crypto.identity import key_id_of
-from crypto.merkle import consistency_proof, inclusion_proof, leaf_hash, root_of
+from crypto.merkle import MerkleTree, leaf_hash
 from swarm.rejections import Reason, VersionRejected
 from swarm.versions import AdapterVersion, entry_hash, verify_version
 
@@ -41,7 +41,7 @@ class ProvenanceLog:
         self.lock = threading.RLock()
         self.entries: list[bytes] = []
         self.records: list[AdapterVersion] = []
-        self.leaves: list[bytes] = []  # RFC 6962 leaf hashes of the entries
+        self.tree = MerkleTree()  # RFC 6962, with every complete subtree cached: roots and proofs in O(log n)
         self.keys: dict[str, bytes] = {}
         self.checkpoint: bytes | None = None
         """The newest signed checkpoint note we hold for this log (with cosignatures)."""
@@ -73,13 +73,13 @@ class ProvenanceLog:
         return None if i is None else self.entries[i]
 
     def root(self, size: int | None = None) -> bytes:
-        return root_of(self.leaves[: self.size if size is None else size])
+        return self.tree.root(size)
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
-        return inclusion_proof(self.leaves[: self.size if size is None else size], index)
+        return self.tree.inclusion_proof(index, size)
 
     def consistency_proof(self, old_size: int, size: int | None = None) -> list[bytes]:
-        return consistency_proof(self.leaves[: self.size if size is None else size], old_size)
+        return self.tree.consistency_proof(old_size, size)
 
     # -- growing ------------------------------------------------------------------------------
 
@@ -106,7 +106,7 @@ class ProvenanceLog:
     def staged(self, envelopes: Iterable[bytes]) -> Staged:
         """Verify entries in chain order after our head, keeping nothing yet."""
         with self.lock:
-            staged = Staged(self.leaves)
+            staged = Staged(self.tree)
             head, head_envelope = self.head(), self.entries[-1] if self.entries else None
             for envelope in envelopes:
                 record = self.verify_next(envelope, head, head_envelope)
@@ -138,7 +138,7 @@ class ProvenanceLog:
     def _add(self, envelope: bytes, record: AdapterVersion) -> None:
         self.entries.append(envelope)
         self.records.append(record)
-        self.leaves.append(leaf_hash(envelope))
+        self.tree.append(envelope)
 
     def _load(self) -> None:
         try:
@@ -176,11 +176,12 @@ class ProvenanceLog:
 
 
 class Staged:
-    """Entries verified to follow a log's head, with the tree they would make; not yet kept."""
+    """Entries verified to follow a log's head, with the tree they would make; not yet kept.
+    Use under the log's lock (the root is computed by appending to the log's tree and undoing it)."""
 
-    def __init__(self, leaves: list[bytes]):
-        self.base = len(leaves)
-        self._leaves = leaves
+    def __init__(self, tree: MerkleTree):
+        self.base = tree.size
+        self._tree = tree
         self.entries: list[bytes] = []
         self.records: list[AdapterVersion] = []
 
@@ -189,7 +190,12 @@ class Staged:
         self.records.append(record)
 
     def root(self) -> bytes:
-        return root_of(self._leaves[: self.base] + [leaf_hash(e) for e in self.entries])
+        for envelope in self.entries:
+            self._tree.append_leaf_hash(leaf_hash(envelope))
+        try:
+            return self._tree.root()
+        finally:
+            self._tree.truncate(self.base)
 
 
 def verify_entry(envelope: bytes, parent: AdapterVersion | None, parent_envelope: bytes | None, *,
