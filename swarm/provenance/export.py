@@ -26,7 +26,7 @@ def write_export_provenance(run_dir: Path, version: int, out: Path) -> bool:
     dirs = find_log_dirs(Path(run_dir))
     if not dirs:
         return False
-    source = max(dirs, key=lambda d: (d / "entries.log").stat().st_size)
+    source = max(dirs, key=_completeness)
     for name in LOG_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
@@ -42,3 +42,13 @@ def write_export_provenance(run_dir: Path, version: int, out: Path) -> bool:
         "hashes": [base64.b64encode(h).decode() for h in inclusion_proof(leaves, index)],
     }, indent=1))
     return True
+
+
+def _completeness(log_dir: Path) -> tuple[int, int]:
+    """Longest log first, then the checkpoint with the most signatures (the trainer's gathers every
+    witness's cosignature; a witness's copy has its own)."""
+    try:
+        signatures = (log_dir / "checkpoint.note").read_bytes().count("\n\u2014 ".encode())
+    except OSError:
+        signatures = 0
+    return (log_dir / "entries.log").stat().st_size, signatures
