@@ -13,6 +13,7 @@ from pathlib import Path
 from crypto.envelope import sign_envelope
 from crypto.identity import Identity
 from crypto.sealing import SealContext, seal
+from nodes.node import Node
 from swarm.adapters.bundle import MAX_BUNDLE_BYTES
 from swarm.adapters.peers import PeerFailures
 from swarm.adapters.store import AdapterStore
@@ -152,3 +153,26 @@ class SwarmClient:
         reply = self.transport.request((to or self.trainer()).peer_id, f"{self.signed.namespace}/chunks", blob,
                                        max_response=Verdict.MAX_BYTES, timeout=timeout)
         return dataclasses.asdict(decode(Verdict, reply))
+
+
+# -- what attack tests lie with ------------------------------------------------------------------
+
+
+class ClaimsToTrain(Node):
+    """A member whose record says it is the trainer, prefers to train, and has the best hardware
+    there is: self-signed, so it verifies, and false."""
+
+    def record(self):
+        from swarm.records import Hardware
+
+        return dataclasses.replace(super().record(), role="trainer", role_pref="trainer", decode_tok_s=1e6,
+                                   hardware=Hardware(cpu="claimed", cores=128, ram_gb=2048.0, gpus=(("H100", 80.0),),
+                                                     torch=True, engines=("transformers",)))
+
+
+def counting(calls, name: str):
+    """A handler that counts the requests it gets (the attacker's, to prove nobody asked it)."""
+    def handler(remote: str, data: bytes) -> bytes:
+        calls[name] += 1
+        return b""
+    return handler

@@ -8,16 +8,14 @@ honest rollout keeps being served meanwhile: the trainer's accepted-chunk count 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 import time
 from collections import Counter
 
 import pytest
 from conftest import node_events, start_authorised_trainer, wait_for
-from swarm_client import SwarmClient
+from swarm_client import ClaimsToTrain, SwarmClient, counting
 
-from nodes.node import Node
 from scenarios.processes import NodeProcess
 
 pytestmark = pytest.mark.slow
@@ -73,24 +71,6 @@ def honest_progress(trainer, rollout, chunks: int, what: str) -> None:
     """The honest rollout gets `chunks` more chunks accepted while an attack goes on."""
     base = accepted(trainer)
     wait_for(lambda: accepted(trainer) >= base + chunks, 180, f"{chunks} honest chunks {what}", [trainer, rollout])
-
-
-class ClaimsToTrain(Node):
-    """A member whose record says it is the trainer, on the best hardware there is."""
-
-    def record(self):
-        from swarm.records import Hardware
-
-        return dataclasses.replace(super().record(), role="trainer", role_pref="trainer", decode_tok_s=1e6,
-                                   hardware=Hardware(cpu="claimed", cores=128, ram_gb=2048.0, gpus=(("H100", 80.0),),
-                                                     torch=True, engines=("transformers",)))
-
-
-def counting(calls: Counter, name: str):
-    def handler(remote: str, data: bytes) -> bytes:
-        calls[name] += 1
-        return b""
-    return handler
 
 
 def test_a_self_declared_trainer_receives_no_chunk_and_is_asked_for_nothing(swarm):

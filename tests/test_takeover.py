@@ -11,37 +11,17 @@ joins in-process (tests/swarm_client.py) with a record that claims everything.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import Counter
 
 import pytest
 from conftest import make_manifest, node_events, wait_for
-from swarm_client import SwarmClient
+from swarm_client import ClaimsToTrain, SwarmClient, counting
 
-from nodes.node import Node
 from scenarios.processes import NodeProcess
 
 pytestmark = pytest.mark.slow
 PERIOD = 1.0
-
-
-class ClaimsToTrain(Node):
-    """A member whose record says it is the trainer, prefers to train, and has the best hardware there is."""
-
-    def record(self):
-        from swarm.records import Hardware
-
-        return dataclasses.replace(super().record(), role="trainer", role_pref="trainer", decode_tok_s=1e6,
-                                   hardware=Hardware(cpu="claimed", cores=128, ram_gb=2048.0, gpus=(("H100", 80.0),),
-                                                     torch=True, engines=("transformers",)))
-
-
-def counting(calls: Counter, name: str):
-    def handler(remote: str, data: bytes) -> bytes:
-        calls[name] += 1
-        return b""
-    return handler
 
 
 def steps(trainer: NodeProcess) -> int:
