@@ -47,9 +47,10 @@ class Run:
 
     def __init__(self, root: Path, versions: int = 4, witnesses: int = 1):
         self.root, self.owner, self.trainer = root, Identity.generate(), Identity.generate()
+        self.successor = Identity.generate()  # a second authorised trainer, for failovers
         self.witnesses = [Identity.generate() for _ in range(witnesses)]
         manifest = parse_manifest({"run": {"id": "prov", "owner_key_id": self.owner.key_id},
-                                   "swarm": {"trainer_keys": [self.trainer.key_id]}})
+                                   "swarm": {"trainer_keys": [self.trainer.key_id, self.successor.key_id]}})
         self.manifest_path = root / "run.toml"
         root.mkdir(parents=True, exist_ok=True)
         write_manifest(sign_manifest(manifest, self.owner), self.manifest_path)
@@ -366,6 +367,47 @@ def test_a_peer_log_that_rewrites_ours_is_refused_and_ours_kept(run, tmp_path):
     with pytest.raises(VersionRejected) as err:
         apply_reply(ours, log_reply(liar.log, LogRequest(have=ours.size).encode()))
     assert err.value.reason in ("fork", "inconsistent") and ours.size == 4 and ours.entries == run.log.entries
+
+
+def test_a_returning_trainer_drops_only_its_own_unwitnessed_tail(run, tmp_path):
+    """A published v4 and died before anyone fetched it; B took over from v3 and published its own v4
+    and v5. Back as a rollout, A's log diverges from the trainer's only in A's own v4: A drops it and
+    follows B (over the in-memory transport, the real `log` protocol). A node whose divergent entry
+    was signed by someone else (it saw A's v4) still refuses B's history."""
+    from types import SimpleNamespace
+
+    from swarm.adapters.peers import PeerFailures
+    from swarm.provenance.witness import witness_log
+    from swarm.transport import MemoryHub, make_transport
+
+    def node_log(name: str, entries: list[bytes]) -> ProvenanceLog:
+        log = run.new_log(tmp_path / name)
+        log.learn_keys({i.key_id: i.public_key for i in (run.trainer, run.successor)})
+        log.commit(log.staged(entries))
+        return log
+
+    seen_by_b = list(run.log.entries)
+    run.publish(4)  # A's unwitnessed v4
+    b_log = node_log("b", seen_by_b)
+    for v in (4, 5):
+        b_log.append(sign_version(run.entry(v, log=b_log, trainer_key_id=run.successor.key_id), run.successor))
+    b_log.set_checkpoint(checkpoints.sign(b_log, run.successor), b_log.size)
+    hub = MemoryHub()
+    b = make_transport("memory", hub=hub, peer_id="B")
+    b.serve(f"{run.signed.namespace}/log", lambda remote, data: log_reply(b_log, data), max_request=128)
+
+    def ctx(peer: str, log: ProvenanceLog, identity: Identity):
+        return SimpleNamespace(transport=make_transport("memory", hub=hub, peer_id=peer), log=log, identity=identity,
+                               protocol=lambda name: f"{run.signed.namespace}/{name}",
+                               swarm=SimpleNamespace(trainers=lambda: [SimpleNamespace(peer_id="B")]))
+
+    assert witness_log(ctx("A", run.log, run.trainer), ["B"], PeerFailures())
+    assert run.log.entries == b_log.entries  # A's own v4 is gone, B's v4 and v5 are in
+    c_log = node_log("c", list(seen_by_b))
+    c_log.append(sign_version(run.entry(4, log=c_log), run.trainer))  # C fetched A's v4 before A died
+    witness = Identity.generate()
+    assert not witness_log(ctx("C", c_log, witness), ["B"], PeerFailures())
+    assert c_log.size == 5 and c_log.records[-1].trainer_key_id == run.trainer.key_id  # nothing dropped
 
 
 @settings(max_examples=150, deadline=None)

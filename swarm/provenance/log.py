@@ -129,6 +129,16 @@ class ProvenanceLog:
             if checkpoint is not None:
                 self.set_checkpoint(checkpoint, self.size)
 
+    def drop_tail(self, size: int) -> None:
+        """Keep only the first `size` entries (rewritten tmp-then-rename) and forget the checkpoint:
+        for a node whose own unwitnessed publications the swarm's history has superseded."""
+        with self.lock:
+            del self.entries[size:], self.records[size:]
+            self.tree.truncate(size)
+            _write_atomic(self.dir / "entries.log", b"".join(len(e).to_bytes(FRAME, "big") + e for e in self.entries))
+            self.checkpoint, self.checkpoint_size = None, 0
+            (self.dir / "checkpoint.note").unlink(missing_ok=True)
+
     def set_checkpoint(self, note: bytes, size: int) -> None:
         """Keep a (verified) checkpoint note for the first `size` entries; written tmp-then-rename."""
         with self.lock:

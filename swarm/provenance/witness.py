@@ -14,10 +14,11 @@ import time
 from swarm.adapters.peers import PeerFailures
 from swarm.provenance.checkpoints import CosignRequest, add_cosignature, cosign
 from swarm.provenance.sync import MAX_LOG_REPLY, LogRequest, apply_reply
-from swarm.rejections import Rejection
+from swarm.rejections import Reason, Rejection, VersionRejected
 from swarm.transport import TransportError
 
 log = logging.getLogger(__name__)
+DIVERGED = (Reason.FORK, Reason.ROLLBACK, Reason.INCONSISTENT)
 MAX_ROUNDS = 64
 """Requests to catch up with one peer (each brings up to MAX_ENTRIES_PER_REPLY entries)."""
 
@@ -25,9 +26,17 @@ MAX_ROUNDS = 64
 def witness_log(ctx, peers: list[str], failures: PeerFailures) -> bool:
     """Sync our log from the first of `peers` that can serve a verified extension of it, then
     countersign its checkpoint. True when our log holds that peer's checkpointed history."""
+    swarm = getattr(ctx, "swarm", None)
+    trainers = {r.peer_id for r in swarm.trainers()} if swarm is not None else set()
     for peer in peers:
         try:
-            if not _catch_up(ctx, peer):
+            try:
+                caught_up = _catch_up(ctx, peer)
+            except VersionRejected as e:
+                if peer not in trainers or e.reason not in DIVERGED or not _drop_own_tail(ctx, peer):
+                    raise
+                caught_up = _catch_up(ctx, peer)
+            if not caught_up:
                 continue
         except (TransportError, Rejection) as e:
             backoff = failures.failed(peer)
@@ -36,6 +45,22 @@ def witness_log(ctx, peers: list[str], failures: PeerFailures) -> bool:
         _countersign(ctx, peer)
         return True
     return False
+
+
+def _drop_own_tail(ctx, trainer: str) -> bool:
+    """When the trainer's history diverges from ours only in entries we signed ourselves (we were
+    the trainer, published, and died before anyone witnessed it; the next trainer went on from the
+    last version the swarm had), those entries are superseded: drop them and catch up. Any other
+    divergence stays a refusal."""
+    own = 0
+    while own < ctx.log.size and ctx.log.records[ctx.log.size - 1 - own].trainer_key_id == ctx.identity.key_id:
+        own += 1
+    if own == 0:
+        return False
+    log.warning("our last %d log entries are our own unwitnessed publications; trainer %s's history "
+                "superseded them: dropping them", own, trainer[-8:])
+    ctx.log.drop_tail(ctx.log.size - own)
+    return True
 
 
 def _catch_up(ctx, peer: str) -> bool:
