@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trusted-checkpoint", default=None, metavar="FILE",
                    help="an older checkpoint note you trust: the log must be consistent with it")
     s.add_argument("--witnesses", type=int, default=0, metavar="K", help="require K witness cosignatures")
+    s.add_argument("--witness-key", action="append", default=[], metavar="KEYID",
+                   help="count only these witnesses' cosignatures (repeatable; default: a closed swarm's "
+                        "rollout keys, else any member's, reported as unvetted)")
     s.add_argument("--json", action="store_true", help="machine-readable report")
     s.add_argument("--explain", type=int, default=None, metavar="V", help="show what went into version V")
     return p

@@ -29,8 +29,8 @@ def measure_decode_speed() -> float:
 
     model, tokenizer = build_untrained(seed=0)
     ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer.convert_tokens_to_ids(list("31415>"))])
-    greedy = dict(do_sample=False, max_new_tokens=PROBE_TOKENS, min_new_tokens=PROBE_TOKENS,
-                  pad_token_id=tokenizer.pad_token_id)
+    greedy = {"do_sample": False, "max_new_tokens": PROBE_TOKENS, "min_new_tokens": PROBE_TOKENS,
+                  "pad_token_id": tokenizer.pad_token_id}
     with torch.inference_mode():
         model.generate(ids, **{**greedy, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up allocations
         start = time.perf_counter()

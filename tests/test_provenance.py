@@ -345,6 +345,17 @@ def test_too_few_witnesses(run):
     assert failure(audit(run.root, witnesses=2)) == "witnesses"
 
 
+def test_only_vetted_witnesses_count_when_named(run):
+    """In an open swarm anyone's cosignature counts (and is reported unvetted): a trainer could sign
+    with keys it made up. Naming the witnesses you trust counts only theirs."""
+    report = audit(run.root, witnesses=1)
+    assert report.ok and not report.witnesses_vetted
+    vetted = audit(run.root, witnesses=1, witness_keys=(run.witnesses[0].key_id,))
+    assert vetted.ok and vetted.witnesses_vetted
+    made_up = audit(run.root, witnesses=1, witness_keys=(Identity.generate().key_id,))
+    assert failure(made_up) == "witnesses"
+
+
 def test_a_tampered_manifest(run):
     path = run.dir("trainer") / "manifest.toml"
     path.write_text(path.read_text().replace('id = "prov"', 'id = "prov2"'))

@@ -25,7 +25,8 @@ def run(args) -> int:
             raise CliError(f"cannot read --trusted-checkpoint {args.trusted_checkpoint}: {e.strerror}") from None
     adapter = Path(args.adapter) if args.adapter else (path / "adapter" if (path / "adapter").is_dir() else None)
     try:
-        report = audit(path, trusted_checkpoint=trusted, witnesses=args.witnesses, adapter=adapter)
+        report = audit(path, trusted_checkpoint=trusted, witnesses=args.witnesses, adapter=adapter,
+                       witness_keys=tuple(args.witness_key))
     except FileNotFoundError as e:
         raise CliError(str(e)) from None
     if args.json:
@@ -42,7 +43,8 @@ def run(args) -> int:
         head = report.records[-1] if report.records else None
         print(f"VERIFIED: {len(report.records)} versions, head v{head.version if head else '-'}, one unbroken chain "
               f"signed by authorised trainers; checkpoint of {report.checkpoint_size} entries; "
-              f"{len(report.witnesses)} witness cosignature(s); {report.copies} cop{'y' if report.copies == 1 else 'ies'} "
+              f"{len(report.witnesses)} {'' if report.witnesses_vetted else 'unvetted '}witness cosignature(s); "
+              f"{report.copies} cop{'y' if report.copies == 1 else 'ies'} "
               f"of the log consistent" + (f"; adapter {adapter} matches its entry" if adapter else ""))
     return 0
 
@@ -90,6 +92,7 @@ def as_json(report, adapter) -> dict:
         "run": report.manifest.manifest.run.id if report.manifest else None,
         "manifest_digest": report.manifest.digest if report.manifest else None,
         "checkpoint_size": report.checkpoint_size, "witnesses": report.witnesses,
+        "witnesses_vetted": report.witnesses_vetted,
         "adapter": str(adapter) if adapter else None,
         "versions": [{"version": r.version, "step": r.step, "trainer": r.trainer_key_id, "parent": r.parent_version,
                       "files": dict(r.files), "chunks": len(r.chunks),

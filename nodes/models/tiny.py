@@ -17,20 +17,20 @@ SPECIALS = [PAD, BOS, EOS, UNK]
 CHARS = list("0123456789") + list("abcdefghijklmnopqrstuvwxyz") + list(" :>=+-,.")
 ANSWER_MARK = ">"  # prompt "31415>" -> completion "11345<eos>"
 
-TINY_CONFIG = dict(
-    hidden_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-    intermediate_size=512,
-    max_position_embeddings=64,
-    tie_word_embeddings=True,
-    rms_norm_eps=1e-5,
-    rope_theta=10000.0,
-)
+TINY_CONFIG = {
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "intermediate_size": 512,
+    "max_position_embeddings": 64,
+    "tie_word_embeddings": True,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+}
 # 1000 steps: the model writes a valid permutation almost always (300 steps: 53% of the time), so
 # reward starts at chance (~0.05) yet RL has a format to build on (DESIGN.md §8 speed of learning).
-WARMUP = dict(steps=1000, batch=64, lr=3e-3)
+WARMUP = {"steps": 1000, "batch": 64, "lr": 3e-3}
 FORMAT_VERSION = "tiny-llama-v2"  # bump when anything above changes: it keys the cache
 
 

@@ -14,7 +14,9 @@ Checks, in order (the first failure decides the verdict and the exit code):
     checkpoint    the signed checkpoint (C2SP) commits to exactly these entries
     inconsistent  every other copy of the log (other nodes' in a run dir) and a trusted older
                   checkpoint are consistent with it: a split view or rewritten history shows here
-    witnesses     at least K witnesses cosigned the checkpoint (--witnesses K)
+    witnesses     at least K witnesses cosigned the checkpoint (--witnesses K). Only vetted keys
+                  count: those given with --witness-key, else a closed swarm's rollout keys; in an
+                  open swarm any member's (a trainer could make keys up: the report says so)
     files         with --adapter DIR: every file re-hashes to the entry (extra, missing, changed)
 """
 from __future__ import annotations
@@ -61,6 +63,9 @@ class AuditReport:
     entries: list[bytes] = field(default_factory=list)
     checkpoint_size: int = 0
     witnesses: dict[str, int] = field(default_factory=dict)
+    """key id -> cosigned time of each counted witness."""
+    witnesses_vetted: bool = False
+    """Whether only named witness keys were counted (else any member's)."""
     copies: int = 1
     failure: AuditFailure | None = None
 
@@ -80,7 +85,7 @@ def find_log_dirs(path: Path) -> list[Path]:
 
 
 def audit(path: Path, *, trusted_checkpoint: bytes | None = None, witnesses: int = 0,
-          adapter: Path | None = None) -> AuditReport:
+          adapter: Path | None = None, witness_keys: tuple[str, ...] = ()) -> AuditReport:
     """Verify the provenance at `path` (a run dir, a node workdir, a log dir or an export)."""
     dirs = find_log_dirs(path)
     if not dirs:
@@ -102,7 +107,10 @@ def audit(path: Path, *, trusted_checkpoint: bytes | None = None, witnesses: int
                 _check_copy(other, copies[other][0], report)
         if trusted_checkpoint is not None:
             _check_trusted(trusted_checkpoint, report)
-        report.witnesses = cosigners(note, _member_keys(main))
+        vetted = set(witness_keys) or set(report.manifest.manifest.swarm.rollout_keys)
+        report.witnesses_vetted = bool(vetted)
+        keys = _member_keys(main)
+        report.witnesses = cosigners(note, {k: v for k, v in keys.items() if not vetted or k in vetted})
         if len(report.witnesses) < witnesses:
             raise AuditFailure("witnesses", f"{len(report.witnesses)} witness cosignature(s) on the checkpoint, "
                                             f"{witnesses} required")
