@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from crypto.envelope import sign_envelope
 from crypto.identity import Identity
+from swarm.adapters.store import AdapterStore
 from swarm.manifest import parse_manifest, sign_manifest, write_manifest
 from swarm.provenance import checkpoints
 from swarm.provenance.audit import audit
@@ -412,8 +413,13 @@ def test_a_returning_trainer_drops_only_its_own_unwitnessed_tail(run, tmp_path):
                                protocol=lambda name: f"{run.signed.namespace}/{name}",
                                swarm=SimpleNamespace(trainers=lambda: [SimpleNamespace(peer_id="B")]))
 
-    assert witness_log(ctx("A", run.log, run.trainer), ["B"], PeerFailures())
+    a = ctx("A", run.log, run.trainer)
+    a.store = AdapterStore(tmp_path / "a-adapters", run.signed.digest)
+    for v in (3, 4):  # what A holds on disk: v3 (B's history too) and its own superseded v4
+        a.store.put(run.log.records[v], run.log.entries[v], b'{"lora_alpha": 16}', f"weights {v}".encode())
+    assert witness_log(a, ["B"], PeerFailures())
     assert run.log.entries == b_log.entries  # A's own v4 is gone, B's v4 and v5 are in
+    assert sorted(a.store.records) == [3]  # and the superseded v4 with it
     c_log = node_log("c", list(seen_by_b))
     c_log.append(sign_version(run.entry(4, log=c_log), run.trainer))  # C fetched A's v4 before A died
     witness = Identity.generate()

@@ -97,6 +97,15 @@ class AdapterStore:
             except (OSError, ValueError, VersionRejected):
                 shutil.rmtree(p, ignore_errors=True)
 
+    def forget_unlogged(self, log: ProvenanceLog) -> list[int]:
+        """Remove versions whose entry is no longer the log's (superseded history); their numbers."""
+        with self._lock:
+            gone = [v for v in self.records if (self.path(v) / RECORD).read_bytes() != log.entry_for(v)]
+            for v in gone:
+                shutil.rmtree(self.path(v), ignore_errors=True)
+                del self.records[v]
+        return gone
+
     def bundle(self, version: int, have: int = -1, gguf: bool = False) -> bytes | None:
         """Version `version` for a peer holding `have`: the delta when `have` is its parent."""
         p, record = self.path(version), self.records.get(version)

@@ -36,6 +36,9 @@ def witness_log(ctx, peers: list[str], failures: PeerFailures) -> bool:
                 if peer not in trainers or e.reason not in DIVERGED or not _drop_own_tail(ctx, peer):
                     raise
                 caught_up = _catch_up(ctx, peer)
+                store = getattr(ctx, "store", None)
+                if store is not None:  # the versions our dropped entries vouched for are no one's now
+                    store.forget_unlogged(ctx.log)
             if not caught_up:
                 continue
         except (TransportError, Rejection) as e:
