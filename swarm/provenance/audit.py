@@ -21,14 +21,18 @@ Checks, in order (the first failure decides the verdict and the exit code):
 """
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from crypto.errors import CryptoError
-from crypto.merkle import leaf_hash, root_of, verify_consistency
+from crypto.identity import key_id_of
+from crypto.merkle import consistency_proof, leaf_hash, root_of, verify_consistency
 from swarm.manifest import ManifestError, SignedManifest, load_manifest
 from swarm.provenance.checkpoints import checkpoint_size, cosigners, verify_checkpoint
 from swarm.provenance.exit_codes import EXIT_CODES
@@ -149,10 +153,6 @@ def _trust_root(log_dir: Path) -> SignedManifest:
 
 
 def _keys(log_dir: Path) -> dict[str, bytes]:
-    import json
-
-    from crypto.identity import key_id_of
-
     try:
         raw = json.loads(_read(log_dir / "keys.json"))
         keys = {k: bytes.fromhex(v) for k, v in raw.items()}
@@ -192,9 +192,6 @@ def _verify_chain(entries: list[bytes], keys: dict[str, bytes], signed: SignedMa
 
 def _version_of(envelope: bytes) -> int | None:
     """The version an entry claims, read without trusting it (only to name an equivocation)."""
-    import base64
-    import json
-
     try:
         return json.loads(base64.b64decode(json.loads(envelope)["payload"]))["predicate"]["version"]
     except (ValueError, KeyError, TypeError):
@@ -251,8 +248,6 @@ def _check_trusted(note: bytes, report: AuditReport) -> None:
         verify_checkpoint(note, _LogView(report.log_dir, report.manifest), size=old_size,
                           root=root_of(leaves[:old_size]))
         if 0 < old_size < len(leaves):
-            from crypto.merkle import consistency_proof
-
             verify_consistency(old_size, len(leaves), root_of(leaves[:old_size]), root_of(leaves),
                                consistency_proof(leaves, old_size))
     except (Rejection, CryptoError, ValueError) as e:
@@ -265,8 +260,6 @@ def _check_adapter(directory: Path, report: AuditReport) -> None:
     An exported adapter (DIR/adapter beside DIR/provenance) is checked as `swarm export` writes it:
     its config must be the signed one (kept in provenance/) but for `base_model_name_or_path`."""
     if directory.name == "adapter" and (directory.parent / "provenance" / "version.dsse").is_file():
-        import tempfile
-
         _check_exported_config(directory / "adapter_config.json", directory.parent / "provenance" / "adapter_config.json")
         with tempfile.TemporaryDirectory(prefix="echo-audit-") as tmp:
             _check_version_dir(_exported_view(directory, Path(tmp)), report, shown=directory)
@@ -296,8 +289,6 @@ def _check_version_dir(directory: Path, report: AuditReport, shown: Path) -> Non
 
 
 def _check_exported_config(exported: Path, signed: Path) -> None:
-    import json
-
     try:
         a, b = json.loads(exported.read_bytes()), json.loads(signed.read_bytes())
     except (OSError, ValueError) as e:
