@@ -21,7 +21,7 @@ from crypto.identity import Identity
 from swarm.manifest import SignedManifest
 from swarm.membership import Membership, SwarmView
 from swarm.records import Hardware, NodeInfo, TrainerState
-from swarm.roles import assign_roles, trainers_of
+from swarm.roles import ROLLOUT, TRAINER, trainers_of
 
 log = logging.getLogger("echo_swarm.node")
 SOFTWARE = "echo-swarm 0.1.0"
@@ -56,6 +56,7 @@ class Node:
         self.state = "starting"
         self.adapter_version = -1
         self.trainer_state = TrainerState()
+        self._trainers: list[NodeInfo] = []  # as the role function named them at the last tick
         self.on_role_change: Callable[[str, str], None] | None = None
         self.door_stats: Callable[[], dict] | None = None
         """The P2P door's counters (in-flight bytes, refusals by reason), shown in status.json."""
@@ -108,7 +109,8 @@ class Node:
         view = self.membership.view()
         others = [r for r in view.records if r.peer_id != self.peer_id]
         self.view = SwarmView(sorted(others + [own], key=lambda r: r.peer_id), view.rejected)
-        new_role = assign_roles(self.view.records, self.signed.manifest)[self.peer_id]
+        self._trainers = trainers_of(self.view.records, self.signed.manifest)  # once a period, for every caller
+        new_role = TRAINER if any(r.peer_id == self.peer_id for r in self._trainers) else ROLLOUT
         if new_role != self.role:
             old, self.role = self.role, new_role
             trainers = [r.peer_id[-8:] for r in self.trainers()]
@@ -123,7 +125,7 @@ class Node:
 
     def trainers(self) -> list[NodeInfo]:
         """Other live nodes the role function names trainer (never what a record says of itself)."""
-        return [r for r in trainers_of(self.view.records, self.signed.manifest) if r.peer_id != self.peer_id]
+        return [r for r in self._trainers if r.peer_id != self.peer_id]
 
     def members(self) -> dict[str, bytes]:
         """key id -> Ed25519 public key of every live member allowed by the manifest."""

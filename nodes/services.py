@@ -3,8 +3,9 @@
 Every node serves `adapter` (the versions it holds, to anyone) and `log` (its copy of the
 provenance log); `cosign` takes witnesses' countersignatures of our checkpoint; the `status` and
 `chunks` protocols are answered by the trainer worker while this node trains, and with a
-`not_trainer` verdict otherwise. When the role function moves this node to another role, the old worker stops
-and the new one starts (off the announce thread: loading a model must not delay our record).
+`not_trainer` verdict otherwise. When the role function moves this node to another role, the old
+worker stops and the new one starts (off the announce thread: loading a model must not delay our
+record).
 """
 from __future__ import annotations
 

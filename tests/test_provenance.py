@@ -463,3 +463,25 @@ def test_audit_cli_verdicts_and_exit_codes(run):
     assert bad.returncode == 12 and json.loads(bad.stdout)["failure"]["kind"] == "signature"
     missing = run_cli("audit", str(run.root / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_trainer_keeps_cosignatures_only_from_live_members_for_its_newest_checkpoint(run):
+    from swarm.provenance.checkpoints import CosignRequest, accept_cosignature, cosigners
+
+    member, stranger = Identity.generate(), Identity.generate()
+    run.log.set_checkpoint(checkpoints.sign(run.log, run.trainer), run.log.size)  # no cosignatures yet
+    note = run.log.checkpoint
+
+    def request(identity: Identity, on: bytes = note) -> bytes:
+        line = checkpoints.cosign(on, identity, now=1_800_000_000)
+        return CosignRequest(note=on.decode(), cosignature=line.decode()).encode()
+
+    members = {member.key_id: member.public_key}
+    with pytest.raises(VersionRejected):  # not a live member of the swarm
+        accept_cosignature(run.log, request(stranger), members)
+    accept_cosignature(run.log, request(member), members)
+    assert set(cosigners(run.log.checkpoint, members)) == {member.key_id}
+    run.publish(4)  # a newer checkpoint: a cosignature of the old one is stale
+    with pytest.raises(VersionRejected) as err:
+        accept_cosignature(run.log, request(member, on=note), members)
+    assert err.value.reason == "stale"

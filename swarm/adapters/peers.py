@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from swarm.records import NodeInfo
+from swarm.transport.admission import backoff_s
 
 BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 120.0
@@ -34,7 +35,7 @@ class PeerFailures:
         """Record a failure; return the backoff it earned, in seconds."""
         n = self._failures.get(peer, 0) + 1
         self._failures[peer] = n
-        backoff = min(self.max_s, self.base_s * 2 ** (n - 1))
+        backoff = backoff_s(n, self.base_s, self.max_s)
         self._until[peer] = self.clock() + backoff
         return backoff
 

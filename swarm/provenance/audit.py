@@ -65,6 +65,8 @@ class AuditReport:
     manifest: SignedManifest | None = None
     records: list[AdapterVersion] = field(default_factory=list)
     entries: list[bytes] = field(default_factory=list)
+    leaves: list[bytes] = field(default_factory=list)
+    """RFC 6962 leaf hashes of the entries."""
     checkpoint_size: int = 0
     witnesses: dict[str, int] = field(default_factory=dict)
     """key id -> cosigned time of each counted witness."""
@@ -103,6 +105,7 @@ def audit(path: Path, *, trusted_checkpoint: bytes | None = None, witnesses: int
         if torn:
             raise AuditFailure("format", f"{main}/entries.log is damaged after entry {len(entries)}")
         report.entries, report.records = entries, _verify_chain(entries, _keys(main), report.manifest)
+        report.leaves = [leaf_hash(e) for e in entries]
         _check_chunks(report.records)
         note = _read(main / "checkpoint.note")
         report.checkpoint_size = _check_checkpoint(note, main, report)
@@ -214,7 +217,7 @@ class _LogView:
 
 
 def _check_checkpoint(note: bytes, log_dir: Path, report: AuditReport) -> int:
-    leaves = [leaf_hash(e) for e in report.entries]
+    leaves = report.leaves
     try:
         size = checkpoint_size(note)
     except ValueError as e:
@@ -239,7 +242,7 @@ def _check_copy(other: Path, entries: list[bytes], report: AuditReport) -> None:
 
 
 def _check_trusted(note: bytes, report: AuditReport) -> None:
-    leaves = [leaf_hash(e) for e in report.entries]
+    leaves = report.leaves
     try:
         old_size = checkpoint_size(note)
         if old_size > len(leaves):

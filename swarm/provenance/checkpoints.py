@@ -110,11 +110,10 @@ def accept_cosignature(log, request: bytes, members: dict[str, bytes]) -> None:
     with log.lock:
         if log.checkpoint is None or checkpoint_text(ask.note.encode()) != checkpoint_text(log.checkpoint):
             raise VersionRejected(Reason.STALE, "a cosignature of another checkpoint than our newest")
-        line = ask.cosignature.encode()
-        candidate = add_cosignature(log.checkpoint, line)
-        signer = next((k for k in members if witness_name(k) == line[len("— ".encode()):].split(b" ")[0].decode()),
-                      None)
-        if signer is None or signer not in cosigners(candidate, {signer: members[signer]}):
+        candidate = add_cosignature(log.checkpoint, ask.cosignature.encode())
+        new = set(cosigners(candidate, members)) - set(cosigners(log.checkpoint, members))
+        if len(new) != 1:
             raise VersionRejected(Reason.BAD_SIGNATURE, "cosignature does not verify under a live member's key")
+        (signer,) = new
         log.learn_keys({signer: members[signer]})  # so audits can verify it from keys.json
         log.set_checkpoint(candidate, log.checkpoint_size)

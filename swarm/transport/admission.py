@@ -211,6 +211,11 @@ class Door:
                     "served": self.served, "refused": dict(self.refused)}
 
 
+def backoff_s(strikes: int, base_s: float, max_s: float) -> float:
+    """Exponential backoff after the n-th failure in a row: base, 2 x base, 4 x base ... at most max."""
+    return min(max_s, base_s * 2 ** (strikes - 1))
+
+
 class PeerStanding:
     """A service's verdicts on each peer, as the `priority` transports schedule by:
     0 = has had work accepted and no recent rejection, 1 = unknown, 2 = rejected recently.
@@ -242,7 +247,7 @@ class PeerStanding:
         with self.lock:
             entry = self._entry(peer)
             strikes = 1 if now - entry[2] > self.forget_s else entry[1] + 1
-            entry[1:] = [strikes, now, now + min(self.max_s, self.base_s * 2 ** (strikes - 1))]
+            entry[1:] = [strikes, now, now + backoff_s(strikes, self.base_s, self.max_s)]
 
     def priority(self, peer: str) -> int:
         with self.lock:
