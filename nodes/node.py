@@ -108,8 +108,9 @@ class Node:
         self.membership.publish(own)
         view = self.membership.view()
         others = [r for r in view.records if r.peer_id != self.peer_id]
-        self.view = SwarmView(sorted(others + [own], key=lambda r: r.peer_id), view.rejected)
-        self._trainers = trainers_of(self.view.records, self.signed.manifest)  # once a period, for every caller
+        records = sorted(others + [own], key=lambda r: r.peer_id)
+        self._trainers = trainers_of(records, self.signed.manifest)  # once a period, for every caller
+        self.view = SwarmView(records, view.rejected)
         new_role = TRAINER if any(r.peer_id == self.peer_id for r in self._trainers) else ROLLOUT
         if new_role != self.role:
             old, self.role = self.role, new_role

@@ -42,6 +42,7 @@ def swarm(tmp_path_factory, launched):
         client = SwarmClient(run, tmp / name, [maddr], **kwargs).start()
         clients.append(client)
         wait_for(lambda: client.node.peer_id in peer_ids(trainer), 30, f"the trainer to see {name}", [trainer])
+        wait_for(lambda: client.trainer() is not None, 30, f"{name} to see the trainer", [trainer])
         return client
 
     try:
