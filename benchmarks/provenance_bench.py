@@ -50,6 +50,7 @@ from swarm.provenance import checkpoints
 from swarm.provenance.audit import audit
 from swarm.provenance.log import FRAME, ProvenanceLog
 from swarm.provenance.sync import LogRequest, apply_reply, log_reply
+from swarm.trust import TrustRoot
 from swarm.versions import (
     CONFIG_FILE,
     GGUF_FILE,
@@ -91,7 +92,7 @@ class Run:
         return path
 
     def open_log(self, path: Path) -> ProvenanceLog:
-        return ProvenanceLog(path, self.signed.namespace, self.signed.digest, self.signed.manifest.trainer_allowed)
+        return ProvenanceLog(path, TrustRoot(self.signed))
 
     def record(self, version: int, parent: AdapterVersion | None, parent_envelope: bytes | None,
                files: dict[str, bytes] | tuple, chunks: int, base_sha256: str = "ab" * 32) -> AdapterVersion:

@@ -210,6 +210,13 @@ def peek_envelope(data: bytes, max_size: int) -> tuple[str, tuple[str, ...]]:
     return payload_type, tuple(k for k, _ in sigs)
 
 
+def peek_payload(data: bytes, max_size: int) -> tuple[str, bytes]:
+    """(payload_type, payload) of a well-formed envelope, unverified: only to learn which keys must
+    have signed it. Trust nothing in it before ``verify_envelope``."""
+    payload_type, payload, _body, _sigs = _decode(data, max_size)
+    return payload_type, bytes(payload)
+
+
 def verify_envelope(
     data: bytes,
     *,

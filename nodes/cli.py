@@ -68,6 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--announce-period", **_setting(SwarmSection, "announce_period_s", "SECONDS"))
     s.add_argument("--seed", **_setting(RunSection, "seed", "N"))
 
+    s = sub.add_parser("trust", help="change who may train or roll out in a live swarm (owner-signed update)",
+                       description="Sign the next manifest update: the run keeps its manifest and digest, and "
+                                   "nodes apply the update (from MANIFEST.updates beside their manifest, or from "
+                                   "any peer's provenance log) only when it is signed by the current owner key. "
+                                   "Without changes, lists the updates so far.")
+    s.add_argument("--run", required=True, metavar="MANIFEST", help="the signed run manifest")
+    s.add_argument("--owner-key", required=True, help="the current owner's key file")
+    s.add_argument("--add-trainer-key", action="append", default=[], metavar="KEYID", help="allow a key to train")
+    s.add_argument("--remove-trainer-key", action="append", default=[], metavar="KEYID",
+                   help="revoke a key's right to train (needs --from-version)")
+    s.add_argument("--add-rollout-key", action="append", default=[], metavar="KEYID",
+                   help="admit a key to a closed swarm")
+    s.add_argument("--remove-rollout-key", action="append", default=[], metavar="KEYID",
+                   help="remove a key from a closed swarm")
+    s.add_argument("--new-owner-key", default=None, metavar="FILE",
+                   help="hand the run to another owner key (its key file: it signs the update too)")
+    s.add_argument("--from-version", type=int, default=None, metavar="V",
+                   help="the first adapter version a removed trainer key may no longer sign; versions it "
+                        "signed from V on are refused everywhere (use the next version for a planned "
+                        "rotation, the first one you distrust for a stolen key)")
+
     s = sub.add_parser("node", help="run a node: join the swarm, advertise, take a role")
     s.add_argument("--run", required=True, help="signed run manifest")
     s.add_argument("--key", required=True, help="this node's key file (created if missing)")

@@ -22,6 +22,7 @@ from swarm.manifest import SignedManifest
 from swarm.membership import Membership, SwarmView
 from swarm.records import Hardware, NodeInfo, TrainerState
 from swarm.roles import ROLLOUT, TRAINER, trainers_of
+from swarm.trust import TrustRoot
 
 log = logging.getLogger("echo_swarm.node")
 SOFTWARE = "echo-swarm 0.1.0"
@@ -35,6 +36,8 @@ class NodeOptions:
     initial_peers: list[str] = field(default_factory=list)
     role_pref: str = "auto"
     nat_port_map: bool = False
+    updates_file: Path | None = None
+    """Where the owner's manifest updates appear (`swarm trust` writes MANIFEST.updates); re-read each period."""
 
 
 class Node:
@@ -45,8 +48,11 @@ class Node:
         options: NodeOptions,
         hardware: Hardware,
         decode_tok_s: float,
+        trust: TrustRoot | None = None,
     ):
         self.signed = signed
+        self.trust = trust or TrustRoot(signed)
+        """The manifest with the owner's updates: who may train and roll out now."""
         self.identity = identity
         self.options = options
         self.hardware = hardware
@@ -60,6 +66,8 @@ class Node:
         self.on_role_change: Callable[[str, str], None] | None = None
         self.door_stats: Callable[[], dict] | None = None
         """The P2P door's counters (in-flight bytes, refusals by reason), shown in status.json."""
+        self.on_tick: Callable[[], None] | None = None
+        """Run first in every announce period (the services read new manifest updates here)."""
         self.membership = Membership(
             signed,
             identity,
@@ -68,6 +76,7 @@ class Node:
             initial_peers=options.initial_peers,
             identity_dir=options.workdir,
             nat_port_map=options.nat_port_map,
+            member_allowed=lambda key_id: self.trust.manifest.member_allowed(key_id),
         )
         self.view = SwarmView([])
 
@@ -104,12 +113,14 @@ class Node:
 
     def tick(self) -> None:
         """One announce period: publish, read, reassign."""
+        if self.on_tick is not None:
+            self.on_tick()
         own = self.record()
         self.membership.publish(own)
         view = self.membership.view()
         others = [r for r in view.records if r.peer_id != self.peer_id]
         records = sorted(others + [own], key=lambda r: r.peer_id)
-        self._trainers = trainers_of(records, self.signed.manifest)  # once a period, for every caller
+        self._trainers = trainers_of(records, self.trust.manifest)  # once a period, for every caller
         self.view = SwarmView(records, view.rejected)
         new_role = TRAINER if any(r.peer_id == self.peer_id for r in self._trainers) else ROLLOUT
         if new_role != self.role:
@@ -130,7 +141,7 @@ class Node:
 
     def members(self) -> dict[str, bytes]:
         """key id -> Ed25519 public key of every live member allowed by the manifest."""
-        m = self.signed.manifest
+        m = self.trust.manifest
         return {r.key_id: bytes.fromhex(r.public_key) for r in self.view.records if m.member_allowed(r.key_id)}
 
     def holders(self, version: int) -> list[NodeInfo]:

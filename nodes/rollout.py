@@ -51,6 +51,8 @@ class RolloutWorker:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="rollout", daemon=True)
         self.counter = 0
+        self.engine_version = -1  # the adapter version the engine runs
+        self.behind: tuple[int, str | None] = (-1, None)  # the last `told` that was behind us, and checked
         self.need = 1  # groups the trainer can still use, as of its last reply
         self.told: tuple[int, str | None] = (-1, None)  # (trainer's version, its peer id) as of its last reply
 
@@ -100,7 +102,17 @@ class RolloutWorker:
         newest = max([r.trainer.version for r in trainers] + [self.told[0]])
         if newest > (held.version if held else -1) and self._fetch(newest, trainers):
             held = store.latest()
+        elif held is not None and self.told[1] is not None and self.told[0] < held.version and self.told != self.behind:
+            # The trainer is behind us: was our newest version revoked (a manifest update we
+            # lack)? Its log reply carries the owner's updates. Asked once per such reply.
+            self.behind = self.told
+            witness_log(self.ctx, [self.told[1]], self.failures)
+            held = store.latest()
+        # Also when the held version went away (a manifest update revoked its signer): never
+        # generate with weights the store no longer vouches for.
+        if held is not None and held.version != self.engine_version:
             self.engine.set_adapter(held.version, store.path(held.version))
+            self.engine_version = held.version
             self.ctx.swarm.advertise(adapter_version=held.version)
             log.info("now generating with adapter v%d", held.version)
         return held

@@ -41,8 +41,7 @@ class NodeServices:
             signed=node.signed, identity=node.identity, workdir=workdir, swarm=node,
             transport=make_transport("p2p", dht=node.membership.dht),
             store=AdapterStore(workdir / "adapters", node.signed.digest, keep=versions_kept(sync.mode, sync.staleness)),
-            log=ProvenanceLog(workdir / "provenance", node.signed.namespace, node.signed.digest,
-                              node.signed.manifest.trainer_allowed),
+            log=ProvenanceLog(workdir / "provenance", node.trust),
             metrics=MetricsLog(workdir / "metrics.jsonl"), threads=threads,
         )
         self.worker = None
@@ -63,6 +62,33 @@ class NodeServices:
                         priority=self.standing.priority)
         node.on_role_change = self.on_role_change
         node.door_stats = transport.stats
+        self._updates_seen: tuple | None = None
+        self.read_updates()
+        node.on_tick = self.read_updates
+
+    def read_updates(self) -> None:
+        """Apply the owner's manifest updates from the file beside the manifest, when it changed."""
+        path = self.node.options.updates_file
+        try:
+            stat = path.stat() if path is not None else None
+        except OSError:
+            stat = None
+        seen = (stat.st_mtime_ns, stat.st_size) if stat is not None else None
+        if seen is None or seen == self._updates_seen:
+            return
+        self._updates_seen = seen
+        log_ = self.context.log
+        before = log_.trust.serial
+        try:
+            dropped = log_.learn_updates(line for line in path.read_bytes().splitlines() if line.strip())
+        except (OSError, Rejection) as e:
+            log.warning("manifest updates in %s refused: %s (fix the file, or ask the owner to re-run `swarm trust`)",
+                        path, e)
+            return
+        if log_.trust.serial != before:
+            log.info("applied manifest updates #%d..#%d from %s", before + 1, log_.trust.serial, path)
+        if dropped:
+            self.context.store.forget_unlogged(log_)
 
     def _on_chunk(self, remote: str, blob: bytes) -> bytes:
         trainer = self.trainer

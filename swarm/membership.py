@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,9 +51,13 @@ class Membership:
         client_mode: bool = False,
         nat_port_map: bool = False,
         join_timeout_s: float = 20.0,
+        member_allowed: Callable[[str], bool] | None = None,
     ):
+        """`member_allowed(key_id)`: whose records count (default: the manifest's rollout keys;
+        a node passes its manifest as the owner's updates leave it)."""
         self.signed = signed
         self.identity = identity
+        self.member_allowed = member_allowed or signed.manifest.member_allowed
         self.validator = RunRecordValidator(signed.digest, nodes_key(signed))
         self._read_rejections: dict[str, int] = {}
         self._kwargs = {
@@ -124,7 +129,7 @@ class Membership:
                     continue
                 if info.expires_at < now:
                     continue
-                if not self.signed.manifest.member_allowed(info.key_id):
+                if not self.member_allowed(info.key_id):
                     self._count(Reason.NOT_MEMBER)
                     continue
                 records[info.peer_id] = info

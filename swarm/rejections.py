@@ -10,7 +10,8 @@ word from the wire to the dashboard. (hivemind's `proto/averaging.proto` Message
         ├── RecordRejected         a NodeInfo record in the DHT          (swarm.records, validator)
         ├── VersionRejected        an adapter version or its bundle      (swarm.versions, adapters)
         ├── ChunkRejected          a trajectory chunk                    (swarm.chunk, trainer intake)
-        └── RequestRejected        a P2P request refused at the door     (swarm.transport)
+        ├── RequestRejected        a P2P request refused at the door     (swarm.transport)
+        └── UpdateRejected         a manifest update (new trust keys)    (swarm.trust)
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class Reason(str, enum.Enum):
     UNLOGGED = "unlogged"  # a version whose entry is not in our verified provenance log
     EQUIVOCATION = "equivocation"  # a second, different entry for a version the log already holds
     INCONSISTENT = "inconsistent"  # a checkpoint or proof that does not extend the history we trust
+    UNKNOWN_UPDATE = "unknown_update"  # names a manifest update we do not hold (yet)
     # -- trajectory chunks ------------------------------------------------------------------
     SEALED = "sealed"  # HPKE envelope cannot be opened by us
     UNKNOWN_SENDER = "unknown_sender"  # sealed by a key that is not a live member
@@ -92,3 +94,7 @@ class ChunkRejected(Rejection):
 
 class RequestRejected(Rejection):
     """A P2P request refused before its handler ran (size, budget, rate)."""
+
+
+class UpdateRejected(Rejection):
+    """A manifest update (the owner's change of trusted keys) failed verification."""

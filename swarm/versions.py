@@ -6,7 +6,8 @@ in-toto / DSSE tools read it) signed by the trainer's Ed25519 key:
     subject        every file of the version directory by name and sha256 (weights, PEFT config,
                    GGUF LoRA when published)
     predicateType  PREDICATE_TYPE (ours)
-    predicate      run id and manifest digest, version, step, the parent version and its entry's
+    predicate      run id and manifest digest, the manifest update it was made under (its
+                   serial, swarm.trust), version, step, the parent version and its entry's
                    leaf hash (RFC 6962, so entries chain and the log can prove them), the parent's
                    weights digest (for deltas), base model digest, trainer key id, digest of the
                    GRPO settings, a digest over the sorted name/digest list of the subject (a
@@ -75,6 +76,8 @@ class AdapterVersion:
     grpo_digest: str
     chunks: tuple[ChunkAttestation, ...]
     created_at: float
+    manifest_serial: int = 0
+    """The manifest update (swarm.trust) whose keys the trainer signed under; 0: the manifest itself."""
 
     @property
     def digests(self) -> dict[str, str]:
@@ -102,7 +105,8 @@ class AdapterVersion:
             "subject": [{"name": name, "digest": {"sha256": sha}} for name, sha in self.files],
             "predicateType": PREDICATE_TYPE,
             "predicate": {
-                "runId": self.run_id, "manifestDigest": self.run_digest, "version": self.version,
+                "runId": self.run_id, "manifestDigest": self.run_digest, "manifestSerial": self.manifest_serial,
+                "version": self.version,
                 "step": self.step, "parentVersion": self.parent_version, "parentEntry": self.parent_entry,
                 "parentSha256": self.parent_sha256, "baseSha256": self.base_sha256,
                 "trainerKeyId": self.trainer_key_id, "grpoDigest": self.grpo_digest,
@@ -164,7 +168,7 @@ def parse_statement(doc: Any) -> AdapterVersion:
         if names != sorted(set(names)) or not {WEIGHTS_FILE, CONFIG_FILE} <= set(names):
             raise ValueError("subject must name weights and config once each, sorted")
         p = doc["predicate"]
-        _keys(p, {"runId", "manifestDigest", "version", "step", "parentVersion", "parentEntry", "parentSha256",
+        _keys(p, {"runId", "manifestDigest", "manifestSerial", "version", "step", "parentVersion", "parentEntry", "parentSha256",
                   "baseSha256", "trainerKeyId", "grpoDigest", "filesDigest", "chunks", "createdAt"})
         record = AdapterVersion(
             run_id=_match(p["runId"], _RUN_ID), run_digest=_hex(p["manifestDigest"]),
@@ -173,6 +177,7 @@ def parse_statement(doc: Any) -> AdapterVersion:
             files=files, base_sha256=_hex(p["baseSha256"], empty=True), trainer_key_id=_hex(p["trainerKeyId"]),
             grpo_digest=_hex(p["grpoDigest"]),
             chunks=tuple(_chunk(c) for c in _list(p["chunks"], 4096)), created_at=_number(p["createdAt"]),
+            manifest_serial=_int(p["manifestSerial"], 0),
         )
         if p["filesDigest"] != record.files_digest:
             raise ValueError("filesDigest does not match the subject")

@@ -312,3 +312,14 @@ def save_lora(base_dir: Path, out: Path, seed: int, r: int = 8, alpha: int = 16,
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
     peft.save_pretrained(out)
     return out
+
+
+def trust_root(run_id: str, digest: str, trainer_keys: tuple = (), open_training: bool = False):
+    """A trust root for protocol tests without a manifest file: the run's name and digest, and who
+    may train (everyone when `open_training`). The owner key is a fixed one nobody signs with."""
+    from swarm.manifest import SignedManifest, parse_manifest
+    from swarm.trust import TrustRoot
+
+    manifest = parse_manifest({"run": {"id": run_id, "owner_key_id": "0" * 64},
+                               "swarm": {"trainer_keys": list(trainer_keys), "open_training": open_training}})
+    return TrustRoot(SignedManifest(manifest, digest, b"\0" * 32))

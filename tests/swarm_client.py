@@ -42,8 +42,7 @@ class SwarmClient:
         # No torch in the advert: the client can never be picked to train.
         self.node = (node_cls or Node)(self.signed, self.identity, options, Hardware(cpu="test client", cores=1), 1.0)
         self.store = AdapterStore(workdir / "adapters", self.signed.digest)
-        self.log = ProvenanceLog(workdir / "provenance", self.signed.namespace, self.signed.digest,
-                                 self.m.trainer_allowed)
+        self.log = ProvenanceLog(workdir / "provenance", self.node.trust)
         self.engine = None
         self._with_engine = engine
         self._stop = threading.Event()

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from conftest import trust_root
 
 from crypto.identity import Identity
 from swarm.adapters.bundle import pack_parts, split_parts
@@ -68,7 +69,7 @@ CONFIG = b'{"lora_alpha": 16, "r": 8}'
 
 
 def new_log(path, *keys: Identity) -> ProvenanceLog:
-    log = ProvenanceLog(path, "echo-swarm/test/abababababababab", RUN, lambda key_id: True)
+    log = ProvenanceLog(path, trust_root("test", RUN, open_training=True))
     log.learn_keys({k.key_id: k.public_key for k in keys})
     return log
 

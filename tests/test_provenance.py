@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, trust_root
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +30,7 @@ from swarm.provenance.audit import audit
 from swarm.provenance.log import ProvenanceLog
 from swarm.provenance.sync import LogRequest, apply_reply, log_reply
 from swarm.rejections import VersionRejected
+from swarm.trust import TrustRoot
 from swarm.versions import (
     PAYLOAD_TYPE,
     AdapterVersion,
@@ -70,7 +71,7 @@ class Run:
         return d
 
     def new_log(self, d: Path) -> ProvenanceLog:
-        return ProvenanceLog(d, self.signed.namespace, self.signed.digest, self.signed.manifest.trainer_allowed)
+        return ProvenanceLog(d, TrustRoot(self.signed))
 
     def entry(self, version: int, log: ProvenanceLog | None = None, **changes) -> AdapterVersion:
         log = log or self.log
@@ -321,7 +322,7 @@ def test_rollback_to_an_older_head_against_a_trusted_checkpoint(run, tmp_path):
     data = b"".join(len(e).to_bytes(8, "big") + e for e in log.entries[:2])
     (d / "entries.log").write_bytes(data)
     del old
-    rolled = ProvenanceLog(d, run.signed.namespace, run.signed.digest, run.signed.manifest.trainer_allowed)
+    rolled = ProvenanceLog(d, TrustRoot(run.signed))
     rolled.set_checkpoint(checkpoints.sign(rolled, run.trainer), rolled.size)
     report = audit(tmp_path / "rolled", trusted_checkpoint=trusted)
     assert failure(report) == "inconsistent" and "rollback" in report.failure.message
@@ -433,7 +434,7 @@ def test_log_replies_only_raise_version_rejected(data):
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        log = ProvenanceLog(Path(d), "echo-swarm/x/0", "cd" * 32, lambda k: True)
+        log = ProvenanceLog(Path(d), trust_root("x", "cd" * 32, open_training=True))
         try:
             apply_reply(log, data)
         except VersionRejected:

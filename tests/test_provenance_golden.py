@@ -15,6 +15,8 @@ GOLDEN = Path(__file__).with_name("golden") / "provenance.json"
 
 
 def make_vectors() -> dict:
+    from conftest import trust_root
+
     from crypto.identity import Identity
     from swarm.provenance import checkpoints
     from swarm.provenance.log import ProvenanceLog
@@ -22,7 +24,7 @@ def make_vectors() -> dict:
 
     trainer, witness = Identity.from_seed(b"\x01" * 32), Identity.from_seed(b"\x02" * 32)
     with tempfile.TemporaryDirectory() as d:
-        log = ProvenanceLog(Path(d), "echo-swarm/golden/0123456789abcdef", "d" * 64, lambda k: k == trainer.key_id)
+        log = ProvenanceLog(Path(d), trust_root("golden", "d" * 64, trainer_keys=(trainer.key_id,)))
         log.learn_keys({trainer.key_id: trainer.public_key})
         for v in range(3):
             head = log.head()

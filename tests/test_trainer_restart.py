@@ -22,6 +22,7 @@ from conftest import start_node, wait_for
 from scenarios.processes import NodeProcess, _group_alive
 from scenarios.scenario import NodeSpec, Scenario, Settings
 from scenarios.simulate import prepare
+from swarm.trust import TrustRoot
 
 STEPS = 8
 PUBLISH_EVERY = 2
@@ -219,7 +220,7 @@ def test_trainer_sigkill_restart_resumes_from_checkpoint_without_double_counting
     # ... and the provenance log holds exactly that chain: one entry per version, in order.
     from swarm.provenance.log import ProvenanceLog
 
-    log = ProvenanceLog(d["tdir"] / "provenance", d["signed"].namespace, d["signed"].digest, lambda k: True)
+    log = ProvenanceLog(d["tdir"] / "provenance", TrustRoot(d["signed"]))
     assert [r.version for r in log.records] == sorted(records)
 
     # A chunk id the trainer saw before the crash, resent from the rollout's spool, is refused as
@@ -290,7 +291,7 @@ def test_version_fetched_over_p2p_loads_with_peft_and_matches_trainer_logits(res
 def log_of(workdir: Path, signed):
     from swarm.provenance.log import ProvenanceLog
 
-    return ProvenanceLog(workdir / "provenance", signed.namespace, signed.digest, signed.manifest.trainer_allowed)
+    return ProvenanceLog(workdir / "provenance", TrustRoot(signed))
 
 
 def _trainer_in_process(workdir: Path, signed, identity, store=None, log=None):

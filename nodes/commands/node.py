@@ -33,21 +33,23 @@ def load_or_create_identity(path: Path):
 def run(args) -> int:
     setup_logging()
     from swarm.manifest import load_manifest
+    from swarm.trust import TrustRoot, updates_path
 
     signed = load_manifest(args.run)
-    manifest = signed.manifest
     identity = load_or_create_identity(Path(args.key))
-    if args.role == "trainer" and not manifest.trainer_allowed(identity.key_id):
-        raise CliError(f"key {identity.key_id} is not in the manifest's trainer_keys; run with --role rollout "
-                       "or ask the run owner to add it")
-    if not manifest.member_allowed(identity.key_id):
-        raise CliError(f"key {identity.key_id} is not allowed in this closed swarm (rollout_keys); "
-                       "ask the run owner to add it")
-    workdir = Path(args.workdir or Path("runs") / manifest.run.id / identity.key_id[:12])
+    workdir = Path(args.workdir or Path("runs") / signed.manifest.run.id / identity.key_id[:12])
     workdir.mkdir(parents=True, exist_ok=True)
     # The trust root beside the log, so `swarm audit WORKDIR` needs nothing else.
     (workdir / "provenance").mkdir(exist_ok=True)
     shutil.copyfile(args.run, workdir / "provenance" / "manifest.toml")
+    trust = _trust_root(TrustRoot(signed), workdir / "provenance" / "updates.jsonl", updates_path(args.run))
+    manifest = trust.manifest  # as the owner's updates leave it
+    if args.role == "trainer" and not manifest.trainer_allowed(identity.key_id):
+        raise CliError(f"key {identity.key_id} is not in the manifest's trainer_keys; run with --role rollout "
+                       "or ask the run owner to add it (`swarm trust --add-trainer-key`)")
+    if not manifest.member_allowed(identity.key_id):
+        raise CliError(f"key {identity.key_id} is not allowed in this closed swarm (rollout_keys); "
+                       "ask the run owner to add it (`swarm trust --add-rollout-key`)")
 
     from nodes.watchdog import start_orphan_watchdog
 
@@ -69,10 +71,11 @@ def run(args) -> int:
         role_pref=args.role,
         workdir=workdir,
         nat_port_map=args.upnp,
+        updates_file=updates_path(args.run),
     )
     hardware = probe_hardware()
     engine = args.engine if args.engine != "auto" else ("llamacpp" if "llamacpp" in hardware.engines else "transformers")
-    node = Node(signed, identity, options, hardware, decode_speed())
+    node = Node(signed, identity, options, hardware, decode_speed(), trust=trust)
     runtime = None
     try:
         node.start()
@@ -94,6 +97,20 @@ def run(args) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _trust_root(trust, *files: Path):
+    """`trust` with the updates of `files` applied (the workdir's, then the manifest's neighbour);
+    a bad update stops the node with the reason, before it joins."""
+    from swarm.rejections import Rejection
+
+    for path in files:
+        try:
+            trust.read(path)
+        except Rejection as e:
+            raise CliError(f"{path}: manifest update refused: {e}; remove the file or ask the run owner "
+                           "for the updates made with `swarm trust`") from None
+    return trust
 
 
 EXIT_WITH_LAUNCHER = "ECHO_SWARM_EXIT_WITH_LAUNCHER"

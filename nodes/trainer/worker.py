@@ -32,7 +32,7 @@ from swarm.chunk import ChunkLimits
 from swarm.messages import Verdict
 from swarm.provenance import checkpoints
 from swarm.records import TrainerState
-from swarm.rejections import ChunkRejected, Reason, Rejection
+from swarm.rejections import ChunkRejected, Reason, Rejection, VersionRejected
 from swarm.sync import groups_needed, oldest_usable
 from swarm.versions import (
     CONFIG_FILE,
@@ -114,6 +114,7 @@ class TrainerWorker:
         else would fork the chain, and only a version whose whole chain verified is trained on."""
         ctx = self.ctx
         ctx.log.learn_keys({ctx.identity.key_id: ctx.identity.public_key})
+        self._catch_up_log()
         self.store.load(ctx.log)
         state, head = load_checkpoint(self.ckpt_dir), ctx.log.head()
         if state is not None and head is not None and head.version > int(state[0]["meta.step"]):
@@ -134,11 +135,27 @@ class TrainerWorker:
             self.policy.set_adapter_tensors(load_version(self.store.path(head.version), head.adapter_sha256))
             self.policy.step = head.version
             log.info("taking over training from adapter v%d, the head of the verified log", head.version)
+        if head is not None and ctx.log.checkpoint_size != ctx.log.size:  # servable to witnesses at once
+            ctx.log.set_checkpoint(checkpoints.sign(ctx.log, ctx.identity), ctx.log.size)
         if head is None or head.version != self.step:
             self._publish()
         if self.step not in self.versions:
             self.versions[self.step] = self.policy.adapter_tensors()
         self._advertise()
+
+    def _catch_up_log(self) -> None:
+        """Bring our log up to the swarm's before choosing where to continue: a node that joined
+        and was picked to train at once (or was away) would otherwise start a second history."""
+        from swarm.adapters.peers import PeerFailures
+        from swarm.provenance.witness import witness_log
+
+        ctx = self.ctx
+        holders = sorted(ctx.swarm.holders(0), key=lambda r: -r.adapter_version)
+        if holders:  # what records say lags a period: ask even when they claim nothing newer
+            ctx.log.learn_keys({r.key_id: bytes.fromhex(r.public_key) for r in holders})
+            if not witness_log(ctx, [r.peer_id for r in holders], PeerFailures()):
+                log.warning("could not bring our provenance log up to v%d from %d peers; continuing from v%d",
+                            holders[0].adapter_version, len(holders), ctx.log.head().version if ctx.log.head() else -1)
 
     def _fetch(self, version: int) -> None:
         """The weights of the log's head, from whoever holds them (we hold only its entry)."""
@@ -342,6 +359,7 @@ class TrainerWorker:
             files=tuple(sorted((name, hashlib.sha256(data).hexdigest()) for name, data in files.items())),
             base_sha256=self.m.model.sha256, trainer_key_id=self.ctx.identity.key_id,
             grpo_digest=settings_digest(self.m.grpo), chunks=tuple(self.consumed), created_at=time.time(),
+            manifest_serial=self.ctx.log.trust.serial,
         )
         envelope = sign_version(record, self.ctx.identity)
         with self.ready:  # a consistent snapshot: intake threads change these concurrently
@@ -354,6 +372,10 @@ class TrainerWorker:
         delta = (pack_delta(self._tensors(parent), tensors, parent.adapter_sha256, record.adapter_sha256)
                  if parent is not None and head is not None and parent.version == head.version else b"")
         self.store.put(record, envelope, config_json, weights, gguf=gguf, delta=delta)
-        self.ctx.log.append(envelope)  # the entry is public once logged: files first, so it is servable
+        try:
+            self.ctx.log.append(envelope)  # the entry is public once logged: files first, so it is servable
+        except VersionRejected:  # e.g. the owner revoked our key a moment ago: the files vouch for nothing
+            self.store.forget_unlogged(self.ctx.log)
+            raise
         self.ctx.log.set_checkpoint(checkpoints.sign(self.ctx.log, self.ctx.identity), self.ctx.log.size)
         self.consumed = []

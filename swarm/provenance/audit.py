@@ -2,12 +2,14 @@
 
 Checks, in order (the first failure decides the verdict and the exit code):
 
-    manifest      the trust root: provenance/manifest.toml, signed by the run's owner
+    manifest      the trust root: provenance/manifest.toml, signed by the run's owner, and the
+                  owner's updates to it in updates.jsonl (each signed by the owner of its time)
     format        the log file's framing (a torn or damaged file)
     signature     every entry's DSSE signature over its exact bytes, by a key in keys.json
     schema        in-toto Statement v1 with our predicate type, strictly typed
     run           every entry of this run's manifest (no mix-and-match)
-    unauthorised  every signer is a key the manifest authorises to train
+    unauthorised  every signer is a key the manifest authorises to train (under the update its
+                  entry names, and not revoked by a later one from that version on)
     chain         versions increase, each names the previous entry as its parent: no gap, fork,
                   rollback or second entry for a version
     chunks        no chunk is consumed by two versions
@@ -38,6 +40,7 @@ from swarm.provenance.checkpoints import checkpoint_size, cosigners, verify_chec
 from swarm.provenance.exit_codes import EXIT_CODES
 from swarm.provenance.log import FRAME, verify_entry
 from swarm.rejections import Reason, Rejection
+from swarm.trust import TrustRoot
 from swarm.versions import GGUF_FILE, AdapterVersion
 
 NOT_SUBJECT = {"version.dsse", "delta.bin", "README.md"}
@@ -46,6 +49,7 @@ _REASON_CLASS = {
     Reason.BAD_SIGNATURE: "signature", Reason.SCHEMA: "schema", Reason.OVERSIZE: "schema",
     Reason.WRONG_RUN: "run", Reason.WRONG_SIGNER: "unauthorised", Reason.FORK: "chain", Reason.ROLLBACK: "chain",
     Reason.EQUIVOCATION: "chain", Reason.INCONSISTENT: "inconsistent", Reason.DIGEST: "files",
+    Reason.UNKNOWN_UPDATE: "unauthorised",
 }
 
 
@@ -63,6 +67,8 @@ class AuditFailure(Exception):
 class AuditReport:
     log_dir: Path
     manifest: SignedManifest | None = None
+    trust: TrustRoot | None = None
+    """The manifest with the owner's updates applied (who may sign what, and from when)."""
     records: list[AdapterVersion] = field(default_factory=list)
     entries: list[bytes] = field(default_factory=list)
     leaves: list[bytes] = field(default_factory=list)
@@ -100,11 +106,12 @@ def audit(path: Path, *, trusted_checkpoint: bytes | None = None, witnesses: int
     main = max(dirs, key=lambda d: (len(copies[d][0]), str(d)))  # the longest copy: the trainer's
     report = AuditReport(main, copies=len(dirs))
     try:
-        report.manifest = _trust_root(main)
+        report.trust = _trust_root(main)
+        report.manifest = report.trust.signed
         entries, torn = copies[main]
         if torn:
             raise AuditFailure("format", f"{main}/entries.log is damaged after entry {len(entries)}")
-        report.entries, report.records = entries, _verify_chain(entries, _keys(main), report.manifest)
+        report.entries, report.records = entries, _verify_chain(entries, _keys(main), report.trust)
         report.leaves = [leaf_hash(e) for e in entries]
         _check_chunks(report.records)
         note = _read(main / "checkpoint.note")
@@ -114,7 +121,7 @@ def audit(path: Path, *, trusted_checkpoint: bytes | None = None, witnesses: int
                 _check_copy(other, copies[other][0], report)
         if trusted_checkpoint is not None:
             _check_trusted(trusted_checkpoint, report)
-        vetted = set(witness_keys) or set(report.manifest.manifest.swarm.rollout_keys)
+        vetted = set(witness_keys) or set(report.trust.manifest.swarm.rollout_keys)
         report.witnesses_vetted = bool(vetted)
         keys = _member_keys(main)
         report.witnesses = cosigners(note, {k: v for k, v in keys.items() if not vetted or k in vetted})
@@ -148,11 +155,15 @@ def _read_entries(log_dir: Path) -> tuple[list[bytes], bool]:
     return entries, pos != len(data)
 
 
-def _trust_root(log_dir: Path) -> SignedManifest:
+def _trust_root(log_dir: Path) -> TrustRoot:
     try:
-        return load_manifest(log_dir / "manifest.toml")
+        trust = TrustRoot(load_manifest(log_dir / "manifest.toml"))
+        trust.read(log_dir / "updates.jsonl")
+        return trust
     except ManifestError as e:
         raise AuditFailure("manifest", str(e)) from None
+    except Rejection as e:
+        raise AuditFailure("manifest", f"{log_dir}/updates.jsonl: update #{len(trust.updates) + 1}: {e}") from None
 
 
 def _keys(log_dir: Path) -> dict[str, bytes]:
@@ -174,14 +185,13 @@ def _member_keys(log_dir: Path) -> dict[str, bytes]:
         return {}
 
 
-def _verify_chain(entries: list[bytes], keys: dict[str, bytes], signed: SignedManifest) -> list[AdapterVersion]:
+def _verify_chain(entries: list[bytes], keys: dict[str, bytes], trust: TrustRoot) -> list[AdapterVersion]:
     records: list[AdapterVersion] = []
     seen_versions: set[int] = set()
     for i, envelope in enumerate(entries):
         parent = records[-1] if records else None
         try:
-            record = verify_entry(envelope, parent, entries[i - 1] if i else None, keys=keys,
-                                  authorised=signed.manifest.trainer_allowed, run_digest=signed.digest)
+            record = verify_entry(envelope, parent, entries[i - 1] if i else None, keys=keys, trust=trust)
         except Rejection as e:
             if e.reason in (Reason.ROLLBACK, Reason.FORK):
                 version = _version_of(envelope)
@@ -212,8 +222,8 @@ def _check_chunks(records: list[AdapterVersion]) -> None:
 class _LogView:
     """What `verify_checkpoint` needs of a log: its origin, keys and authorisation."""
 
-    def __init__(self, log_dir: Path, signed: SignedManifest):
-        self.origin, self.keys, self.authorised = signed.namespace, _keys(log_dir), signed.manifest.trainer_allowed
+    def __init__(self, log_dir: Path, trust: TrustRoot):
+        self.origin, self.keys, self.authorised = trust.signed.namespace, _keys(log_dir), trust.ever_trainer
 
 
 def _check_checkpoint(note: bytes, log_dir: Path, report: AuditReport) -> int:
@@ -225,7 +235,7 @@ def _check_checkpoint(note: bytes, log_dir: Path, report: AuditReport) -> int:
     if size > len(leaves):
         raise AuditFailure("checkpoint", f"the checkpoint covers {size} entries; the log holds {len(leaves)}")
     try:
-        verify_checkpoint(note, _LogView(log_dir, report.manifest), size=size, root=root_of(leaves[:size]))
+        verify_checkpoint(note, _LogView(log_dir, report.trust), size=size, root=root_of(leaves[:size]))
     except Rejection as e:
         raise AuditFailure("checkpoint", f"checkpoint.note: {e}") from None
     if size < len(leaves):
@@ -248,7 +258,7 @@ def _check_trusted(note: bytes, report: AuditReport) -> None:
         if old_size > len(leaves):
             raise AuditFailure("inconsistent", f"the trusted checkpoint covers {old_size} entries; the log holds "
                                                f"{len(leaves)} (a rollback, or a frozen copy)")
-        verify_checkpoint(note, _LogView(report.log_dir, report.manifest), size=old_size,
+        verify_checkpoint(note, _LogView(report.log_dir, report.trust), size=old_size,
                           root=root_of(leaves[:old_size]))
         if 0 < old_size < len(leaves):
             verify_consistency(old_size, len(leaves), root_of(leaves[:old_size]), root_of(leaves),

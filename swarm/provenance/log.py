@@ -8,36 +8,43 @@ Every trainer and rollout node keeps a full copy in WORKDIR/provenance/ (entries
                      the key id is the key's sha256; the manifest says which ids may sign)
     checkpoint.note  the newest checkpoint (C2SP tlog-checkpoint signed note) with the witness
                      cosignatures gathered for it; written tmp-then-rename
+    updates.jsonl    the owner's manifest updates (swarm.trust) this node accepted, in order
+    manifest.toml    the signed manifest: with updates.jsonl, the trust root (written by the node)
 
-Entries are accepted only in chain order: each is signed by a key the manifest authorises to
-train, is of this run, and names the previous entry as its parent (leaf hash and version). A
-node therefore holds a version only if the whole chain that leads to it verifies: no gaps, no
-foreign bases.
+Entries are accepted only in chain order: each is signed by a key the manifest (as updated by
+the update the entry names) authorises to train, is of this run, and names the previous entry as
+its parent (leaf hash and version). A node therefore holds a version only if the whole chain that
+leads to it verifies: no gaps, no foreign bases. An update that revokes a key drops the entries
+that key signed from the update's fromVersion on.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from crypto.identity import key_id_of
 from crypto.merkle import MerkleTree, leaf_hash
-from swarm.rejections import Reason, VersionRejected
+from swarm.rejections import Reason, UpdateRejected, VersionRejected
+from swarm.trust import TrustRoot
 from swarm.versions import AdapterVersion, entry_hash, verify_version
 
+log = logging.getLogger(__name__)
 FRAME = 8
 MAX_KEYS = 1024
 
 
 class ProvenanceLog:
-    def __init__(self, directory: Path, origin: str, run_digest: str, authorised: Callable[[str], bool]):
-        """`origin`: the log's name in its checkpoints (the run's namespace); `authorised(key_id)`:
-        may this key sign entries and checkpoints (the manifest's trainer keys)."""
+    def __init__(self, directory: Path, trust: TrustRoot):
+        """`trust`: the signed manifest and the owner's updates to it (who may sign what); the
+        updates kept in this directory are applied to it."""
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.origin, self.run_digest, self.authorised = origin, run_digest, authorised
+        self.trust = trust
+        self.origin, self.run_digest = trust.signed.namespace, trust.signed.digest
         self.lock = threading.RLock()
         self.entries: list[bytes] = []
         self.records: list[AdapterVersion] = []
@@ -81,7 +88,41 @@ class ProvenanceLog:
     def consistency_proof(self, old_size: int, size: int | None = None) -> list[bytes]:
         return self.tree.consistency_proof(old_size, size)
 
+    def authorised(self, key_id: str) -> bool:
+        """May `key_id` sign checkpoints of this log (a key that was ever allowed to train)?"""
+        return self.trust.ever_trainer(key_id)
+
     # -- growing ------------------------------------------------------------------------------
+
+    def learn_updates(self, envelopes: Iterable[bytes]) -> int:
+        """Apply the owner's manifest updates we do not hold yet (UpdateRejected on the first bad
+        one; those before it are kept) and drop entries a revocation invalidates. How many were
+        dropped."""
+        with self.lock:
+            before = self.trust.serial
+            try:
+                for envelope in envelopes:
+                    self.trust.apply(envelope)
+            finally:
+                self._save_updates()
+            return self._drop_revoked() if self.trust.serial != before else 0
+
+    def _save_updates(self) -> None:
+        if len(self.trust.updates) != self._updates_saved:
+            _write_atomic(self.dir / "updates.jsonl", b"".join(u + b"\n" for u in self.trust.updates))
+            self._updates_saved = len(self.trust.updates)
+
+    def _drop_revoked(self) -> int:
+        for i, record in enumerate(self.records):
+            try:
+                self.trust.check_signer(record, self.records[i - 1] if i else None)
+            except VersionRejected as e:
+                log.warning("manifest update #%d: dropping log entries from v%d on (%s)", self.trust.serial,
+                            record.version, e)
+                dropped = self.size - i
+                self.drop_tail(i)
+                return dropped
+        return 0
 
     def learn_keys(self, keys: dict[str, bytes]) -> None:
         """Remember public keys (from live records or a peer's keys.json); each must hash to its id."""
@@ -93,8 +134,7 @@ class ProvenanceLog:
 
     def verify_next(self, envelope: bytes, parent: AdapterVersion | None, parent_envelope: bytes | None
                     ) -> AdapterVersion:
-        return verify_entry(envelope, parent, parent_envelope, keys=self.keys, authorised=self.authorised,
-                            run_digest=self.run_digest)
+        return verify_entry(envelope, parent, parent_envelope, keys=self.keys, trust=self.trust)
 
     def append(self, envelope: bytes) -> AdapterVersion:
         """Verify one entry against the head and append it durably."""
@@ -151,6 +191,13 @@ class ProvenanceLog:
         self.tree.append(envelope)
 
     def _load(self) -> None:
+        self._updates_saved = -1
+        try:
+            self.trust.read(self.dir / "updates.jsonl")
+        except UpdateRejected as e:  # a damaged file: keep the updates verified before the damage
+            log.warning("%s/updates.jsonl: %s", self.dir, e)
+        if self.trust.updates:
+            self._save_updates()  # with those the node was given beside its manifest
         try:
             self.learn_keys({k: bytes.fromhex(v) for k, v in json.loads((self.dir / "keys.json").read_text()).items()})
         except (OSError, ValueError, AttributeError):
@@ -209,16 +256,15 @@ class Staged:
 
 
 def verify_entry(envelope: bytes, parent: AdapterVersion | None, parent_envelope: bytes | None, *,
-                 keys: dict[str, bytes], authorised: Callable[[str], bool], run_digest: str) -> AdapterVersion:
+                 keys: dict[str, bytes], trust: TrustRoot) -> AdapterVersion:
     """The record of `envelope` if it may follow `parent` (None: the first entry) in a run's log.
 
     Signature over the exact bytes by a known key (else bad_signature), that key authorised to
-    train (else wrong_signer), then the chain: the parent's version, entry hash and weights digest
-    (else rollback when it does not move forward, fork otherwise)."""
-    record = verify_version(envelope, trusted_keys=keys, run_digest=run_digest)
-    if not authorised(record.trainer_key_id):
-        raise VersionRejected(Reason.WRONG_SIGNER, f"v{record.version} signed by {record.trainer_key_id[:16]}, "
-                                                   "a key the manifest does not authorise to train")
+    sign this version (else wrong_signer; unknown_update when it names an update we lack), then the
+    chain: the parent's version, entry hash and weights digest (else rollback when it does not move
+    forward, fork otherwise)."""
+    record = verify_version(envelope, trusted_keys=keys, run_digest=trust.signed.digest)
+    trust.check_signer(record, parent)
     if parent is None:
         if record.parent_version != -1:
             raise VersionRejected(Reason.FORK, f"v{record.version} names a parent the log does not hold (a gap)")

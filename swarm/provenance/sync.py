@@ -2,12 +2,15 @@
 
     request   LogRequest {have: entries the asker holds}
     reply     parts: LogHeader {size, count}, the peer's checkpoint note (signed, cosigned),
-              its keys.json, the consistency proof from `have` to `size` (32-byte hashes),
-              then `count` entries from index `have`
+              its keys.json, the owner's manifest updates it holds (one per line), the
+              consistency proof from `have` to `size` (32-byte hashes), then `count` entries
+              from index `have`
 
 The asker verifies everything before keeping anything: each entry continues the chain and is
 signed by an authorised key; the proof shows the new tree extends the one it held; the checkpoint
-is signed by an authorised trainer and commits to exactly the resulting tree. Then, as a witness,
+is signed by an authorised trainer and commits to exactly the resulting tree. Manifest updates
+are self-authenticating (signed by the owner), so they are applied first, whatever else the reply
+holds: that is how a revocation spreads even through a peer that would rather hide it. Then, as a witness,
 it countersigns the checkpoint (swarm.provenance.checkpoints). A peer that shows us a history
 that does not extend ours is refused (`inconsistent`) and our log is left unchanged.
 """
@@ -50,20 +53,23 @@ class LogHeader(Message):
 
 
 def log_reply(log: ProvenanceLog, request: bytes) -> bytes:
-    """What we answer a `log` request with (b"" when it is malformed or asks past our size)."""
+    """What we answer a `log` request with (b"" when it is malformed or we have no checkpoint yet)."""
     try:
         have = decode(LogRequest, request).have
     except Rejection:
         return b""
     with log.lock:
-        if have > log.size or log.checkpoint is None:
-            return b""
-        size = log.checkpoint_size
-        have = min(have, size)
+        keys = json.dumps({k: v.hex() for k, v in sorted(log.keys.items())}).encode()
+        updates = b"\n".join(log.trust.updates)
+        size = log.checkpoint_size if log.checkpoint is not None else 0
+        if have > size or log.checkpoint is None:
+            # Nothing to give but the owner's updates (a revocation may be why the asker is ahead).
+            return pack_parts(LogHeader(size=min(size, have), count=0).encode(), b"", keys, updates, b"") \
+                if log.trust.updates else b""
         entries = log.entries[have : min(size, have + MAX_ENTRIES_PER_REPLY)]
         proof = b"".join(log.consistency_proof(have, size)) if 0 < have < size else b""
-        keys = json.dumps({k: v.hex() for k, v in sorted(log.keys.items())}).encode()
-        return pack_parts(LogHeader(size=size, count=len(entries)).encode(), log.checkpoint, keys, proof, *entries)
+        return pack_parts(LogHeader(size=size, count=len(entries)).encode(), log.checkpoint, keys, updates, proof,
+                          *entries)
 
 
 def apply_reply(log: ProvenanceLog, data: bytes) -> bool:
@@ -71,20 +77,24 @@ def apply_reply(log: ProvenanceLog, data: bytes) -> bool:
     (checkpointed) history. VersionRejected says why a reply is refused."""
     if not data:
         return False
-    parts = split_parts(data, max_parts=4 + MAX_ENTRIES_PER_REPLY)
-    if len(parts) < 4:
+    parts = split_parts(data, max_parts=5 + MAX_ENTRIES_PER_REPLY)
+    if len(parts) < 5:
         raise VersionRejected(Reason.FORMAT, "log reply has too few parts")
     try:
         header = decode(LogHeader, parts[0])
         keys = {k: bytes.fromhex(v) for k, v in json.loads(parts[2]).items()}
     except (Rejection, ValueError, AttributeError, TypeError) as e:
         raise VersionRejected(Reason.SCHEMA, f"log reply: {e}") from None
-    note, proof, entries = parts[1], parts[3], parts[4:]
+    note, updates, proof, entries = parts[1], parts[3], parts[4], parts[5:]
     if len(entries) != header.count or len(proof) % HASH:
         raise VersionRejected(Reason.FORMAT, "log reply parts do not match its header")
     with log.lock:
+        if log.learn_updates(u for u in updates.split(b"\n") if u):
+            return False  # a revocation cut our log: ask again from where it now ends
         have = log.size
-        if have + header.count > header.size or header.size < have:
+        if not note and header.count == 0:
+            return False  # the peer holds less than we do (or no checkpoint): nothing more to learn from it
+        if have + header.count > header.size:
             raise VersionRejected(Reason.INCONSISTENT, f"peer's log of {header.size} entries is behind ours ({have})")
         log.learn_keys(keys)
         old_root = log.root()

@@ -28,6 +28,16 @@ def witness_log(ctx, peers: list[str], failures: PeerFailures) -> bool:
     countersign its checkpoint. True when our log holds that peer's checkpointed history."""
     swarm = getattr(ctx, "swarm", None)
     trainers = {r.peer_id for r in swarm.trainers()} if swarm is not None else set()
+    serial = ctx.log.trust.serial
+    try:
+        return _witness_first(ctx, peers, failures, trainers)
+    finally:
+        store = getattr(ctx, "store", None)
+        if ctx.log.trust.serial != serial and store is not None:  # a revocation may have cut our log
+            store.forget_unlogged(ctx.log)
+
+
+def _witness_first(ctx, peers: list[str], failures: PeerFailures, trainers: set[str]) -> bool:
     for peer in peers:
         try:
             try:
@@ -68,12 +78,15 @@ def _drop_own_tail(ctx, trainer: str) -> bool:
 
 def _catch_up(ctx, peer: str) -> bool:
     for _ in range(MAX_ROUNDS):
-        data = ctx.transport.request(peer, ctx.protocol("log"), LogRequest(have=ctx.log.size).encode(),
+        size, serial = ctx.log.size, ctx.log.trust.serial
+        data = ctx.transport.request(peer, ctx.protocol("log"), LogRequest(have=size).encode(),
                                      max_response=MAX_LOG_REPLY, timeout=30, progress_timeout=10)
         if not data:
-            return False  # the peer holds less than we do, or has no checkpoint yet
+            return False  # the peer has no checkpoint yet
         if apply_reply(ctx.log, data):
             return True
+        if (ctx.log.size, ctx.log.trust.serial) == (size, serial):
+            return False  # the peer holds less than we do
     return False
 
 
