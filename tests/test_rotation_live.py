@@ -57,7 +57,6 @@ def test_the_owner_rotates_the_trainer_key_and_the_swarm_follows(tmp_path, launc
 
     wait_for(lambda: (bn.status() or {}).get("role") == "trainer" and a.status()["role"] == "rollout", 60,
              "B to take the slot and A to step down", nodes)
-    took_over = bn.status()["adapter_version"]
     wait_for(lambda: len(node_events(bn, "step")) >= 2, 120, "B's own training steps", nodes)
     wait_for(lambda: (r.workdir / "provenance" / "updates.jsonl").exists() and audit(r.workdir).ok
              and audit(r.workdir).records[-1].trainer_key_id == b.key_id, 120, "R to follow B's versions", nodes)
