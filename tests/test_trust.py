@@ -268,3 +268,13 @@ def test_a_node_refuses_to_start_on_a_forged_updates_file(run, tmp_path):
     assert result.returncode == 2 and "manifest update refused" in result.stderr and "bad_signature" in result.stderr
     assert "Traceback" not in result.stderr
     shutil.rmtree(tmp_path / "w", ignore_errors=True)
+
+
+def test_swarm_audit_shows_the_update_and_which_versions_were_made_under_it(run):
+    rotated(run)
+    result = run_cli("audit", str(run.root))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "owner update #1: trainers " + run.successor.key_id[:16] in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [(row[0], row[3]) for row in rows] == [("0", "-"), ("1", "-"), ("2", "-"), ("3", "-"), ("4", "#1"),
+                                                   ("5", "#1")]

@@ -53,14 +53,18 @@ def lineage(report) -> None:
     m = report.manifest
     if m is not None:
         print(f"run {m.manifest.run.id}  manifest {m.digest[:16]}  log {report.log_dir}")
+        for state in report.trust.states[1:]:
+            print(f"owner update #{state.serial}: trainers {', '.join(k[:16] for k in state.trainer_keys) or '-'}"
+                  f" (removed keys sign nothing from v{state.from_version}), owner {state.owner_key_id[:16]}")
     rows = report.records[-MAX_ROWS:]
     if len(report.records) > MAX_ROWS:
         print(f"(the first {len(report.records) - MAX_ROWS} versions verified, not shown)")
-    print(f"{'version':>7}  {'step':>5}  {'trainer':16}  {'parent':>6}  {'chunks':>6}  producers")
+    print(f"{'version':>7}  {'step':>5}  {'trainer':16}  {'under':>5}  {'parent':>6}  {'chunks':>6}  producers")
     for r in rows:
         producers = sorted({c.producer[:8] for c in r.chunks})
-        print(f"{r.version:>7}  {r.step:>5}  {r.trainer_key_id[:16]}  {r.parent_version:>6}  {len(r.chunks):>6}  "
-              f"{', '.join(producers) or '-'}")
+        under = f"#{r.manifest_serial}" if r.manifest_serial else "-"
+        print(f"{r.version:>7}  {r.step:>5}  {r.trainer_key_id[:16]}  {under:>5}  {r.parent_version:>6}  "
+              f"{len(r.chunks):>6}  {', '.join(producers) or '-'}")
 
 
 def explain(report, version: int) -> None:
@@ -70,6 +74,7 @@ def explain(report, version: int) -> None:
         return
     print(f"v{record.version} (step {record.step}), signed by trainer {record.trainer_key_id}")
     print(f"  parent   v{record.parent_version}  entry {record.parent_entry or '-'}")
+    print(f"  manifest {'as signed' if not record.manifest_serial else f'with owner update #{record.manifest_serial}'}")
     print(f"  base     sha256 {record.base_sha256 or '(not pinned)'}   GRPO settings {record.grpo_digest[:16]}")
     for name, digest in record.files:
         print(f"  file     {name:28} sha256 {digest}")
@@ -94,7 +99,9 @@ def as_json(report, adapter) -> dict:
         "checkpoint_size": report.checkpoint_size, "witnesses": report.witnesses,
         "witnesses_vetted": report.witnesses_vetted,
         "adapter": str(adapter) if adapter else None,
+        "manifest_updates": len(report.trust.updates) if report.trust else 0,
         "versions": [{"version": r.version, "step": r.step, "trainer": r.trainer_key_id, "parent": r.parent_version,
+                      "manifest_serial": r.manifest_serial,
                       "files": dict(r.files), "chunks": len(r.chunks),
                       "producers": sorted({c.producer for c in r.chunks})} for r in report.records],
     }

@@ -1,7 +1,8 @@
 """The provenance an exported adapter carries, so `swarm audit DIR` verifies it from DIR alone.
 
 `swarm export` writes the adapter and `provenance/version.dsse` (its entry); this adds the run's
-log (entries, keys, the signed checkpoint with its cosignatures, the manifest it was made under)
+log (entries, keys, the signed checkpoint with its cosignatures, the manifest and the owner's
+updates to it)
 and `inclusion.json`: the entry's RFC 6962 inclusion proof in the checkpointed tree, for
 verifiers that do not replay the whole log.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from crypto.merkle import inclusion_proof, leaf_hash, root_of
 from swarm.provenance.audit import find_log_dirs
 
-LOG_FILES = ("entries.log", "keys.json", "checkpoint.note", "manifest.toml")
+LOG_FILES = ("entries.log", "keys.json", "checkpoint.note", "manifest.toml", "updates.jsonl")
 
 
 def write_export_provenance(run_dir: Path, version: int, out: Path) -> bool:
