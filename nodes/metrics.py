@@ -49,6 +49,9 @@ class ChunkEvent(Event):
     engine: str
     sent: bool
     """False: spooled, no trainer took it yet."""
+    witness_s: float = 0.0
+    """CPU time spent since the previous chunk verifying and countersigning the provenance log
+    (on the thread that follows the trainer, beside generation; not in busy_s)."""
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,14 @@
 """The rollout worker: hold the newest adapter, generate groups, sign, seal, send.
 
 Each round: ask the trainer (the node the role function names, never a self-declared one) how
-many groups it can use and which version it trains; fetch that version if newer than ours; and
-generate only when `swarm.sync.may_generate` says so (async: while the trainer wants groups;
-sequential: also only with the very version it trains). Chunks are signed, sealed to the current
-trainers and sent to one; with no trainer reachable they wait in the spool.
+many groups it can use and which version it trains; switch the engine to the newest version we
+hold; and generate only when `swarm.sync.may_generate` says so (async: while the trainer wants
+groups; sequential: also only with the very version it trains). Chunks are signed, sealed to the
+current trainers and sent to one; with no trainer reachable they wait in the spool.
+
+A second thread follows the trainer: it brings the provenance log up to date (verifying and
+countersigning it, as a witness) and fetches each newer version, so neither the network round
+trips nor the verification stand in the way of generating.
 """
 from __future__ import annotations
 
@@ -50,18 +54,25 @@ class RolloutWorker:
         self.failures = PeerFailures()
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="rollout", daemon=True)
+        self.follower = threading.Thread(target=self._follow, name="rollout-follow", daemon=True)
+        self.wake = threading.Event()  # set when the trainer may have a newer version
         self.counter = 0
         self.engine_version = -1  # the adapter version the engine runs
+        self.witness_s = 0.0  # witnessing CPU time not yet reported in a ChunkEvent
+        self.witness_lock = threading.Lock()
         self.behind: tuple[int, str | None] = (-1, None)  # the last `told` that was behind us, and checked
         self.need = 1  # groups the trainer can still use, as of its last reply
         self.told: tuple[int, str | None] = (-1, None)  # (trainer's version, its peer id) as of its last reply
 
     def start(self) -> None:
         self.thread.start()
+        self.follower.start()
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.wake.set()
         self.thread.join(timeout=5)
+        self.follower.join(timeout=5)
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
@@ -72,17 +83,29 @@ class RolloutWorker:
                 log.exception("rollout iteration failed; retrying")
                 self.stop_event.wait(1.0)
 
+    def _follow(self) -> None:
+        while not self.stop_event.is_set():
+            self.wake.wait(POLL_S * 4)
+            self.wake.clear()
+            try:
+                self._fetch_newest(self.ctx.swarm.trainers())
+            except Exception:
+                log.exception("following the trainer failed; retrying")
+                self.stop_event.wait(1.0)
+
     def _once(self) -> bool:
         """One chunk if the trainer can use one; False when there is nothing to do yet."""
         trainers = self.ctx.swarm.trainers()
         if trainers and self.need <= 0:
             self._ask_status(trainers)
-        held = self._adopt_newest(trainers)
+        self.wake.set()  # the follower checks for a newer version meanwhile
+        held = self._adopt()
         if held is None:
             return False
         if trainers and not self.spool.flush(lambda envelope: self._send(envelope, trainers)):
             return False
-        if trainers and not may_generate(held.version, self.told[0], self.need, self.ctx.manifest.sync.mode):
+        sync = self.ctx.manifest.sync
+        if trainers and not may_generate(held.version, self.told[0], self.need, sync.mode, sync.staleness):
             self.need = 0  # ask the trainer again before generating
             return False
         started = time.perf_counter()
@@ -90,26 +113,30 @@ class RolloutWorker:
         sent = self._send(envelope, trainers) if trainers else False
         spool_full = not sent and self.spool.put(envelope)
         self.ctx.metrics.write(ChunkEvent(version=held.version, samples=samples, tokens=tokens, gen_s=gen_s,
-                                          busy_s=time.perf_counter() - started, engine=self.engine.name, sent=sent))
+                                          busy_s=time.perf_counter() - started, engine=self.engine.name, sent=sent,
+                                          witness_s=round(self._take_witness_s(), 6)))
         if spool_full:
             self.stop_event.wait(SPOOL_FULL_WAIT_S)
         return True
 
-    def _adopt_newest(self, trainers):
-        """Switch the engine to the newest version a trainer announced (reply or DHT record)."""
-        store = self.ctx.store
-        held = store.latest()
-        newest = max([r.trainer.version for r in trainers] + [self.told[0]])
-        if newest > (held.version if held else -1) and self._fetch(newest, trainers):
-            held = store.latest()
-        elif held is not None and self.told[1] is not None and self.told[0] < held.version and self.told != self.behind:
+    def _fetch_newest(self, trainers) -> None:
+        """Fetch the newest version a trainer announced (reply or DHT record), if newer than ours."""
+        held = self.ctx.store.latest()
+        told = self.told
+        newest = max([r.trainer.version for r in trainers] + [told[0]])
+        if newest > (held.version if held else -1):
+            self._fetch(newest, trainers)
+        elif held is not None and told[1] is not None and told[0] < held.version and told != self.behind:
             # The trainer is behind us: was our newest version revoked (a manifest update we
             # lack)? Its log reply carries the owner's updates. Asked once per such reply.
-            self.behind = self.told
-            witness_log(self.ctx, [self.told[1]], self.failures)
-            held = store.latest()
-        # Also when the held version went away (a manifest update revoked its signer): never
-        # generate with weights the store no longer vouches for.
+            self.behind = told
+            self._witness([told[1]])
+
+    def _adopt(self):
+        """Switch the engine to the newest version we hold, also when the one it runs went away
+        (a manifest update revoked its signer): never generate with weights nobody vouches for."""
+        store = self.ctx.store
+        held = store.latest()
         if held is not None and held.version != self.engine_version:
             self.engine.set_adapter(held.version, store.path(held.version))
             self.engine_version = held.version
@@ -123,10 +150,23 @@ class RolloutWorker:
                              first=self.told[1], failures=self.failures)
         if self.ctx.log.index_of(version) is None:
             self.ctx.log.learn_keys({r.key_id: bytes.fromhex(r.public_key) for r in trainers})
-            if not witness_log(self.ctx, peers, self.failures):
+            if not self._witness(peers):
                 return False
         return fetch_version(self.ctx.transport, self.ctx.protocol("adapter"), self.ctx.store, version, peers,
                              log=self.ctx.log, failures=self.failures, gguf=self.engine.name == "llamacpp")
+
+    def _witness(self, peers: list[str]) -> bool:
+        started = time.thread_time()  # CPU: what witnessing costs the node, network waits aside
+        try:
+            return witness_log(self.ctx, peers, self.failures, wait=False)
+        finally:
+            with self.witness_lock:
+                self.witness_s += time.thread_time() - started
+
+    def _take_witness_s(self) -> float:
+        with self.witness_lock:
+            spent, self.witness_s = self.witness_s, 0.0
+        return spent
 
     def _round_robin(self, trainers) -> list:
         k = self.counter % len(trainers)

@@ -12,6 +12,8 @@ Definitions (also in summary.json's `definitions`):
   chunks/s are over that window; effective tokens/s = sum(tokens) / sum(busy_s), busy_s being a
   chunk's generate + sign + seal + send time (what it can deliver, overheads included, not
   counting time spent idle because the trainer had enough data);
+- witness share of a rollout node: sum(witness_s) / (sum(busy_s) + sum(witness_s)), witness_s
+  being its CPU time spent verifying and countersigning the provenance log;
 - adoption delay of a rollout node (its T_bcast): median over versions v of the time from v's
   publication (the first step event carrying v) to the start of the node's first chunk made with
   v or newer; versions it never used are left out;
@@ -127,6 +129,7 @@ def _node_summary(spec, evs: list[dict], exit_code, steps: list[dict]) -> dict:
     tokens, gen_s = sum(int(e["tokens"]) for e in chunks), sum(float(e["gen_s"]) for e in chunks)
     window = chunks[-1]["t"] - (chunks[0]["t"] - chunks[0]["gen_s"]) if chunks else 0.0
     busy_s = sum(float(e["busy_s"]) for e in chunks)
+    witness_s = sum(float(e.get("witness_s", 0.0)) for e in chunks)
     return {
         "role": spec.role, "observed_role": roles[-1] if roles else None, "engine": spec.engine,
         "engines_reported": sorted({e["engine"] for e in chunks}), "threads": spec.threads,
@@ -136,6 +139,8 @@ def _node_summary(spec, evs: list[dict], exit_code, steps: list[dict]) -> dict:
         "tokens_per_s": round(tokens / gen_s, 1) if gen_s > 0 else None,
         "effective_tokens_per_s": round(tokens / busy_s, 1) if busy_s > 0 else None,
         "chunks_per_s": round(len(chunks) / window, 3) if window > 0 else None,
+        "witness_s": round(witness_s, 4),
+        "witness_share": round(witness_s / (busy_s + witness_s), 5) if busy_s + witness_s > 0 else None,
         "adoption_s": _adoption_delay(steps, chunks),
         "steps": sum(e["kind"] == "step" for e in evs),
     }

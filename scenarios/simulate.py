@@ -185,7 +185,7 @@ class Simulation:
                      f"{'reconciled' if acc['reconciled'] else 'DOES NOT RECONCILE'}; rejected at intake: "
                      f"{', '.join(f'{k} {v}' for k, v in acc['rejected'].items()) or 'none'}")
         self.say(f"capacity: {summary['capacity']['verdict']}")
-        self.say(self.provenance_line())
+        self.say(self.provenance_line(summary))
         killed = [name for name, code in codes.items() if code == -9]
         if killed:
             self.say(f"note: {', '.join(killed)} did not exit within 10s of SIGTERM and were killed")
@@ -205,7 +205,7 @@ class Simulation:
                 pass
             time.sleep(0.2)
 
-    def provenance_line(self) -> str:
+    def provenance_line(self, summary: dict) -> str:
         from swarm.provenance.audit import audit
 
         try:
@@ -214,8 +214,10 @@ class Simulation:
             return "provenance: no log was written"
         if not report.ok:
             return f"provenance: FAILED ({report.failure.kind}): {report.failure.message}"
+        shares = [n["witness_share"] for n in summary["nodes"].values() if n.get("witness_share") is not None]
+        cost = f"; witnessing took {max(shares):.2%} of a rollout's work at most" if shares else ""
         return (f"provenance: {len(report.records)} versions verified, one chain, checkpoint cosigned by "
-                f"{len(report.witnesses)} witness(es); see `swarm audit {self.out}`")
+                f"{len(report.witnesses)} witness(es){cost}; see `swarm audit {self.out}`")
 
     # -- what the user sees -------------------------------------------------------------------
     def steps_done(self) -> int:

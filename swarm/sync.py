@@ -66,12 +66,17 @@ def groups_needed(mode: str, prompts_per_step: int, buffered_groups: int, traini
     return max(0, steps * prompts_per_step - buffered_groups)
 
 
-def may_generate(held_version: int, trainer_version: int, need: int, mode: str) -> bool:
-    """The rollout's gate: generate only when the trainer wants groups and, in sequential mode,
-    only with the very version it trains (a chunk of any other version would arrive stale)."""
+def may_generate(held_version: int, trainer_version: int, need: int, mode: str, staleness: int) -> bool:
+    """The rollout's gate: generate only when the trainer wants groups and with a version whose
+    chunk can still be used when it arrives. Sequential: only the very version the trainer trains.
+    Async: a lag under S now (the trainer moves on while the chunk is made and sent; a newer
+    version is being fetched meanwhile), or no lag when S is 0."""
     if need <= 0:
         return False
-    return mode != SEQUENTIAL or lag_rejection(held_version, trainer_version, mode, 0) is None
+    lag = trainer_version - held_version
+    if mode == SEQUENTIAL or staleness == 0:
+        return lag == 0
+    return lag < staleness
 
 
 def rollout_version(step: int, publish_every: int, lag: int) -> int:

@@ -78,16 +78,19 @@ def test_groups_needed(mode, prompts_per_step, buffered, training, expected):
     assert groups_needed(mode, prompts_per_step, buffered, training) == expected
 
 
-@pytest.mark.parametrize("held, trainer, need, mode, expected", [
+@pytest.mark.parametrize("held, trainer, need, mode, staleness, expected", [
     # nothing wanted: never generate
-    (4, 4, 0, SEQUENTIAL, False), (4, 4, 0, ASYNC, False), (4, 4, -3, ASYNC, False),
+    (4, 4, 0, SEQUENTIAL, 0, False), (4, 4, 0, ASYNC, 2, False), (4, 4, -3, ASYNC, 2, False),
     # sequential: only with the very version the trainer trains
-    (4, 4, 8, SEQUENTIAL, True), (3, 4, 8, SEQUENTIAL, False), (5, 4, 8, SEQUENTIAL, False),
-    # async: with whatever version is held; the trainer's door judges the lag
-    (3, 4, 8, ASYNC, True), (0, 100, 1, ASYNC, True), (4, 4, 1, ASYNC, True),
+    (4, 4, 8, SEQUENTIAL, 0, True), (3, 4, 8, SEQUENTIAL, 0, False), (5, 4, 8, SEQUENTIAL, 0, False),
+    # async: while the lag is under S (the chunk ages on its way); a newer version is on its way
+    (3, 4, 8, ASYNC, 2, True), (4, 4, 1, ASYNC, 2, True), (2, 4, 8, ASYNC, 2, False),
+    (0, 100, 1, ASYNC, 2, False), (3, 4, 8, ASYNC, 0, False), (4, 4, 8, ASYNC, 0, True),
+    # a trainer behind us (a restart from an older checkpoint): its door decides
+    (5, 4, 8, ASYNC, 2, True),
 ])
-def test_may_generate(held, trainer, need, mode, expected):
-    assert may_generate(held, trainer, need, mode) is expected
+def test_may_generate(held, trainer, need, mode, staleness, expected):
+    assert may_generate(held, trainer, need, mode, staleness) is expected
 
 
 @pytest.mark.parametrize("publish_every, lag, steps, expected", [

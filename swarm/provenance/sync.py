@@ -17,6 +17,7 @@ that does not extend ours is refused (`inconsistent`) and our log is left unchan
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -72,9 +73,10 @@ def log_reply(log: ProvenanceLog, request: bytes) -> bytes:
                           *entries)
 
 
-def apply_reply(log: ProvenanceLog, data: bytes) -> bool:
+def apply_reply(log: ProvenanceLog, data: bytes, countersign: Callable[[bytes], bytes] | None = None) -> bool:
     """Verify a peer's reply and extend our log with it; True when we now hold the peer's whole
-    (checkpointed) history. VersionRejected says why a reply is refused."""
+    (checkpointed) history. VersionRejected says why a reply is refused. `countersign(note)`: the
+    verified checkpoint as we keep it (a witness adds its cosignature: one write, not two)."""
     if not data:
         return False
     parts = split_parts(data, max_parts=5 + MAX_ENTRIES_PER_REPLY)
@@ -110,5 +112,5 @@ def apply_reply(log: ProvenanceLog, data: bytes) -> bool:
             except CryptoError as e:
                 raise VersionRejected(Reason.INCONSISTENT, f"consistency proof: {e}") from None
         verify_checkpoint(note, log, size=header.size, root=new_root)
-        log.commit(staged, checkpoint=note)
+        log.commit(staged, checkpoint=countersign(note) if countersign is not None else note)
         return True

@@ -9,6 +9,7 @@ own copy of the checkpoint.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from swarm.adapters.peers import PeerFailures
@@ -23,21 +24,22 @@ MAX_ROUNDS = 64
 """Requests to catch up with one peer (each brings up to MAX_ENTRIES_PER_REPLY entries)."""
 
 
-def witness_log(ctx, peers: list[str], failures: PeerFailures) -> bool:
+def witness_log(ctx, peers: list[str], failures: PeerFailures, wait: bool = True) -> bool:
     """Sync our log from the first of `peers` that can serve a verified extension of it, then
-    countersign its checkpoint. True when our log holds that peer's checkpointed history."""
+    countersign its checkpoint. True when our log holds that peer's checkpointed history.
+    `wait=False`: hand the cosignature back in the background (a rollout's work goes on)."""
     swarm = getattr(ctx, "swarm", None)
     trainers = {r.peer_id for r in swarm.trainers()} if swarm is not None else set()
     serial = ctx.log.trust.serial
     try:
-        return _witness_first(ctx, peers, failures, trainers)
+        return _witness_first(ctx, peers, failures, trainers, wait)
     finally:
         store = getattr(ctx, "store", None)
         if ctx.log.trust.serial != serial and store is not None:  # a revocation may have cut our log
             store.forget_unlogged(ctx.log)
 
 
-def _witness_first(ctx, peers: list[str], failures: PeerFailures, trainers: set[str]) -> bool:
+def _witness_first(ctx, peers: list[str], failures: PeerFailures, trainers: set[str], wait: bool) -> bool:
     for peer in peers:
         try:
             try:
@@ -55,7 +57,7 @@ def _witness_first(ctx, peers: list[str], failures: PeerFailures, trainers: set[
             backoff = failures.failed(peer)
             log.warning("provenance log from %s refused: %s (not asked again for %.0fs)", peer[-8:], e, backoff)
             continue
-        _countersign(ctx, peer)
+        _hand_back(ctx, peer, caught_up, wait)
         return True
     return False
 
@@ -76,27 +78,42 @@ def _drop_own_tail(ctx, trainer: str) -> bool:
     return True
 
 
-def _catch_up(ctx, peer: str) -> bool:
+def _catch_up(ctx, peer: str) -> tuple[bytes, bytes] | None:
+    """Our log brought up to `peer`'s: its checkpoint note and our cosignature line of it (both
+    kept in our copy), or None when the peer could not bring us up to date."""
+    signed: list[tuple[bytes, bytes]] = []
+
+    def countersign(note: bytes) -> bytes:
+        signed.append((note, cosign(note, ctx.identity, now=int(time.time()))))
+        return add_cosignature(*signed[-1])
+
+    ctx.log.learn_keys({ctx.identity.key_id: ctx.identity.public_key})
     for _ in range(MAX_ROUNDS):
         size, serial = ctx.log.size, ctx.log.trust.serial
         data = ctx.transport.request(peer, ctx.protocol("log"), LogRequest(have=size).encode(),
                                      max_response=MAX_LOG_REPLY, timeout=30, progress_timeout=10)
         if not data:
-            return False  # the peer has no checkpoint yet
-        if apply_reply(ctx.log, data):
-            return True
+            return None  # the peer has no checkpoint yet
+        if apply_reply(ctx.log, data, countersign):
+            return signed[-1]
         if (ctx.log.size, ctx.log.trust.serial) == (size, serial):
-            return False  # the peer holds less than we do
-    return False
+            return None  # the peer holds less than we do
+    return None
 
 
-def _countersign(ctx, peer: str) -> None:
-    note = ctx.log.checkpoint
-    line = cosign(note, ctx.identity, now=int(time.time()))
-    ctx.log.learn_keys({ctx.identity.key_id: ctx.identity.public_key})
-    ctx.log.set_checkpoint(add_cosignature(note, line), ctx.log.checkpoint_size)
+def _hand_back(ctx, peer: str, signed: tuple[bytes, bytes], wait: bool) -> None:
+    """Give the peer our cosignature for its checkpoint (it keeps them for audits); off our own
+    work's path unless `wait` (the cosignature is ours to keep either way)."""
+    note, line = signed
     request = CosignRequest(note=note.decode(), cosignature=line.decode()).encode()
-    try:
-        ctx.transport.request(peer, ctx.protocol("cosign"), request, max_response=512, timeout=10)
-    except TransportError as e:  # the cosignature is ours to keep either way
-        log.info("could not hand our cosignature to %s: %s", peer[-8:], e)
+
+    def send() -> None:
+        try:
+            ctx.transport.request(peer, ctx.protocol("cosign"), request, max_response=512, timeout=10)
+        except TransportError as e:
+            log.info("could not hand our cosignature to %s: %s", peer[-8:], e)
+
+    if wait:
+        send()
+    else:
+        threading.Thread(target=send, name="cosign-hand-back", daemon=True).start()
