@@ -190,10 +190,11 @@ def main(argv: list[str] | None = None) -> int:
 def user_error_message(error: Exception) -> str | None:
     """The message of an expected failure, or None for a bug (which keeps its traceback)."""
     from crypto.errors import CryptoError
+    from nodes.models.pinning import BaseError
     from swarm.manifest import ManifestError
     from swarm.membership import JoinError
 
-    if isinstance(error, (CliError, ManifestError, JoinError, CryptoError)):
+    if isinstance(error, (CliError, ManifestError, JoinError, CryptoError, BaseError)):
         return str(error)
     return None
 

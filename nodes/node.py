@@ -20,8 +20,8 @@ from pathlib import Path
 from crypto.identity import Identity
 from swarm.manifest import SignedManifest
 from swarm.membership import Membership, SwarmView
-from swarm.records import Hardware, NodeInfo, TrainerState
-from swarm.roles import ROLLOUT, TRAINER, trainers_of
+from swarm.records import MAX_FAILURE_CHARS, Hardware, NodeInfo, TrainerState
+from swarm.roles import ROLLOUT, TRAINER, can_train, trainers_of
 from swarm.trust import TrustRoot
 
 log = logging.getLogger("echo_swarm.node")
@@ -62,6 +62,11 @@ class Node:
         self.state = "starting"
         self.adapter_version = -1
         self.trainer_state = TrainerState()
+        self.failed: dict[str, str] = {}
+        """Roles this node could not start, and why (in our record: nobody gives them to us again)."""
+        self.fatal: str | None = None
+        """Set when no role is left that this node can serve: the node leaves, and says why."""
+        self._stop: threading.Event | None = None
         self._trainers: list[NodeInfo] = []  # as the role function named them at the last tick
         self.on_role_change: Callable[[str, str], None] | None = None
         self.door_stats: Callable[[], dict] | None = None
@@ -109,6 +114,7 @@ class Node:
             issued_at=now,
             expires_at=now + self.signed.manifest.record_ttl,
             trainer=self.trainer_state,
+            failed=dict(self.failed),
         )
 
     def tick(self) -> None:
@@ -155,7 +161,21 @@ class Node:
         if trainer is not None:
             self.trainer_state = trainer
 
+    def role_failed(self, role: str, reason: str) -> None:
+        """A role worker could not start: say so in our record at once, so the role function
+        moves the role to another node (a trainer gives up its slot) and `swarm peers` shows
+        why; with no role left that we can serve, stop the node (the caller exits non-zero)."""
+        self.failed[role] = reason[:MAX_FAILURE_CHARS]
+        self.state = "failed"
+        log.error("cannot serve as %s: %s", role, reason)
+        self.membership.publish(self.record())
+        if ROLLOUT in self.failed and not can_train(self.record(), self.trust.manifest):
+            self.fatal = "; ".join(f"cannot serve as {r}: {why}" for r, why in self.failed.items())
+            if self._stop is not None:
+                self._stop.set()
+
     def run(self, stop: threading.Event) -> None:
+        self._stop = stop
         while not stop.is_set():
             started = time.monotonic()
             self.tick()
@@ -194,6 +214,7 @@ def peer_summary(r: NodeInfo) -> dict:
         "role": r.role,
         "role_pref": r.role_pref,
         "state": r.state,
+        "failed": dict(r.failed),
         "hardware": {"cpu": hw.cpu, "cores": hw.cores, "ram_gb": hw.ram_gb, "gpu": gpu, "engines": list(hw.engines)},
         "decode_tok_s": r.decode_tok_s,
         "adapter_version": r.adapter_version,

@@ -9,8 +9,8 @@ here, not on every node later), and the base model's weights pinned by their sha
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
+from nodes.models.pinning import BaseError, base_digest
 from swarm.manifest import (
     GrpoSection,
     LoraSection,
@@ -41,17 +41,22 @@ def build_manifest(
 ) -> RunManifest:
     """The validated manifest of these sections, with the base model's digest pinned.
 
-    Sections left out (None) are the section's defaults. `model.sha256` is filled in from the base's weights
-    when empty (building the embedded tiny model on first use, ~10-30 s); a hub id stays
-    unpinned. Any problem is a ManifestError naming the field.
+    Sections left out (None) are the section's defaults. `model.sha256` is filled in when empty:
+    the digest of the base's weights, configs and tokenizer (`nodes.models.pinning`; builds the
+    embedded tiny model on first use, ~10-30 s). A base that cannot be found is refused. Any
+    problem is a ManifestError naming the field.
     """
+
     draft = RunManifest(run=run, model=model or ModelSection(), task=task or TaskSection(),
                         lora=lora or LoraSection(), grpo=grpo or GrpoSection(), sync=sync or SyncSection(),
                         swarm=swarm or SwarmSection())
     manifest = parse_manifest(draft.to_dict())  # types and rules exactly as nodes check the file
     check_task(manifest.task)
     if not manifest.model.sha256:
-        pinned = dataclasses.replace(manifest.model, sha256=base_digest(manifest.model.base))
+        try:
+            pinned = dataclasses.replace(manifest.model, sha256=base_digest(manifest.model.base))
+        except BaseError as e:
+            raise ManifestError(f"model.base: {e}") from None
         manifest = dataclasses.replace(manifest, model=pinned)
     return manifest
 
@@ -66,16 +71,3 @@ def check_task(task: TaskSection) -> None:
         raise ManifestError(f"task: {e}") from None
     except TypeError as e:  # an option the task does not take
         raise ManifestError(f"task.options: {task.name!r} does not take these options ({e})") from None
-
-
-def base_digest(base: str) -> str:
-    """sha256 of the base weights; builds the embedded tiny model on first use (~10-30 s)."""
-    from nodes.models.tiny import file_sha256, tiny_model_dir
-
-    if base == "tiny":
-        return file_sha256(tiny_model_dir() / "model.safetensors")
-    path = Path(base) / "model.safetensors"
-    if path.exists():
-        return file_sha256(path)
-    return ""  # a hub id: nodes check the digest of what they download against what the owner pins
-

@@ -145,17 +145,35 @@ class NodeServices:
                 self.worker.stop()
                 self.worker = self.trainer = None
             self.context.metrics.write(RoleEvent(role=new))
-            if new == "trainer":
-                from nodes.trainer.worker import TrainerWorker
+            try:
+                worker = self._start_worker(new)
+            except Exception as e:  # any load failure: reported, never a silent zombie
+                log.debug("starting the %s role failed", new, exc_info=True)
+                self.node.role_failed(new, start_failure(e))
+                return
+            self.worker = worker
+            self.trainer = worker if new == "trainer" else None
+            self.node.state = "ready"
 
-                self.worker = self.trainer = TrainerWorker(self.context)
-            else:
-                from nodes.rollout import RolloutWorker
+    def _start_worker(self, role: str):
+        if role == "trainer":
+            from nodes.trainer.worker import TrainerWorker
 
-                self.worker = RolloutWorker(self.context, self.engine_kind)
-            self.worker.start()
+            worker = TrainerWorker(self.context)
+        else:
+            from nodes.rollout import RolloutWorker
+
+            worker = RolloutWorker(self.context, self.engine_kind)
+        worker.start()
+        return worker
 
     def close(self) -> None:
         if self.worker is not None:
             self.worker.stop()
         self.context.transport.close()
+
+
+def start_failure(error: Exception) -> str:
+    """One line for why a role could not start, with what to do when we know it."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) < 280 else text[:277] + "..."

@@ -64,9 +64,11 @@ class ModelSection:
     """`[model]`: the base model every node loads."""
 
     base: str = "tiny"
-    """Base model: 'tiny' (the embedded model), a Hugging Face id, or a local directory."""
+    """Base model: 'tiny' (the embedded model), a local Hugging Face directory, or the id of one in
+    the local Hugging Face cache."""
     sha256: str = ""
-    """sha256 of the base weights file (model.safetensors); nodes refuse a different base."""
+    """Digest of the base: every weight shard, config and tokenizer file (nodes.models.pinning);
+    `swarm init` fills it in and nodes refuse a base that differs."""
     gguf: str = ""
     """Optional GGUF file of the same base for llama.cpp nodes (its own digest is checked)."""
 

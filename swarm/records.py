@@ -9,7 +9,7 @@ records under MAX_RECORD_BYTES.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from crypto.canonical import canonical_json, parse_json
@@ -19,10 +19,12 @@ from crypto.identity import Identity, key_id_of, peer_id_of
 from swarm.rejections import HEX64, Reason, RecordRejected
 
 NODEINFO_TYPE = "application/vnd.echo-swarm.nodeinfo+json"
-SCHEMA_VERSION = 2  # 2: typed `trainer` state replaces the untyped `extra` table
+SCHEMA_VERSION = 3  # 2: typed `trainer` state replaces the untyped `extra` table; 3: `failed` roles
 MAX_RECORD_BYTES = 8 * 1024
 ROLES = ("joining", "trainer", "rollout")
 ROLE_PREFS = ("auto", "trainer", "rollout")
+WORKER_ROLES = ("trainer", "rollout")
+MAX_FAILURE_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class NodeInfo:
     expires_at: float
     trainer: TrainerState = TrainerState()
     """Progress of a trainer (only meaningful while the role function names it trainer)."""
+    failed: dict = field(default_factory=dict)
+    """Role ('trainer', 'rollout') -> why this node could not start it (e.g. its model would not
+    load): the role function never gives it that role again, and `swarm peers` shows why."""
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,6 +178,7 @@ def _decode(doc: Any) -> NodeInfo:
             issued_at=float(_typed(doc["issued_at"], (int, float), "issued_at")),
             expires_at=float(_typed(doc["expires_at"], (int, float), "expires_at")),
             trainer=_trainer_state(doc["trainer"]),
+            failed=_failed(doc["failed"]),
         )
     except (KeyError, IndexError, TypeError) as e:
         raise RecordRejected(Reason.SCHEMA, f"malformed record ({e})") from None
@@ -182,6 +188,14 @@ def _decode(doc: Any) -> NodeInfo:
 def _trainer_state(raw: Any) -> TrainerState:
     _expect_keys(raw, {f.name for f in dataclasses.fields(TrainerState)}, "trainer")
     return TrainerState(**{k: _typed(raw[k], int, f"trainer.{k}") for k in ("version", "step", "need")})
+
+
+def _failed(raw: Any) -> dict:
+    failed = _typed(raw, dict, "failed", max_len=len(WORKER_ROLES))
+    for role, reason in failed.items():
+        _choice(role, WORKER_ROLES, "failed role")
+        _typed(reason, str, f"failed.{role}", max_len=MAX_FAILURE_CHARS)
+    return failed
 
 
 def _expect_keys(doc: Any, keys: set[str], where: str) -> None:

@@ -32,6 +32,7 @@ TRAINER, ROLLOUT = "trainer", "rollout"
 def can_train(info: NodeInfo, manifest: RunManifest) -> bool:
     return (
         info.role_pref != ROLLOUT
+        and TRAINER not in info.failed  # it tried and could not load: the next candidate trains
         and manifest.trainer_allowed(info.key_id)
         and info.hardware.torch
         and info.hardware.train_memory_gb >= manifest.swarm.min_trainer_memory_gb

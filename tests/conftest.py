@@ -233,7 +233,7 @@ def write_signed_run(tmp: Path, run_id: str, **sections) -> Path:
     """A signed manifest for the tiny base with these sections (plain dicts), by a fresh owner key:
     what the attack tests run their live nodes with."""
     from crypto.identity import Identity
-    from nodes.runconfig import base_digest
+    from nodes.models.pinning import base_digest
     from swarm.manifest import parse_manifest, sign_manifest, write_manifest
 
     owner = Identity.generate()

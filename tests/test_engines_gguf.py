@@ -38,12 +38,12 @@ def base_gguf(tiny) -> Path:
 
 
 def test_export_is_deterministic_and_records_its_base(tiny, base_gguf, tmp_path):
-    from nodes.models.tiny import file_sha256
+    from nodes.models.pinning import base_digest
 
     again = G.export_base_gguf(tiny, tmp_path / "again.gguf")
     assert G.gguf_sha256(again) == G.gguf_sha256(base_gguf)
     meta = G.read_gguf_meta(base_gguf)
-    assert meta[G.KEY_BASE_SHA] == G.hf_base_sha256(tiny) == file_sha256(tiny / "model.safetensors")
+    assert meta[G.KEY_BASE_SHA] == G.hf_base_sha256(tiny) == base_digest(str(tiny))
     assert meta["general.architecture"] == "llama" and meta["llama.block_count"] == 2
     assert "output.weight" not in _tensor_names(base_gguf)  # tied embeddings: llama.cpp reuses token_embd
     assert G.ensure_base_gguf(tiny) == base_gguf  # cached: not rewritten

@@ -155,7 +155,7 @@ def test_saved_version_loads_with_peft_and_reproduces_logits(base_dir, batch, tm
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from nodes.models.tiny import file_sha256
+    from nodes.models.pinning import file_sha256
     from nodes.trainer.policy import Policy
     from swarm.adapters.files import AdapterError, load_version, save_version
 

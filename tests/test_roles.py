@@ -220,3 +220,16 @@ def test_the_answer_is_independent_of_record_order_and_only_authorised_keys_trai
     incumbents = [r for r in latest.values() if r.role == "trainer" and can_train(r, m)]
     if incumbents:  # a live, eligible incumbent is never displaced by a non-incumbent
         assert trainers and latest[trainers[0]].role == "trainer"
+
+
+def test_a_node_whose_trainer_failed_to_start_gives_up_the_slot_and_is_never_picked_again():
+    import dataclasses
+
+    m = manifest(trainer_keys=[OWNER, OTHER])
+    incumbent = info("T", 500, role="trainer", pref="trainer", key=OWNER)
+    failed = dataclasses.replace(incumbent, failed={"trainer": "base tiny is not the model the manifest pins"})
+    standby = info("S", 5, key=OTHER)
+    assert assign_roles([incumbent, standby], m) == {"T": "trainer", "S": "rollout"}
+    assert assign_roles([failed, standby], m) == {"T": "rollout", "S": "trainer"}
+    rolled_out_only = dataclasses.replace(incumbent, failed={"rollout": "no llama.cpp"})
+    assert assign_roles([rolled_out_only, standby], m)["T"] == "trainer"  # a failed rollout still may train

@@ -25,12 +25,36 @@ def load_or_create_identity(path: Path):
     if path.exists():
         return Identity.load(path)
     identity = Identity.generate()
-    identity.save(path)
+    try:
+        identity.save(path)
+    except OSError as e:
+        raise CliError(f"cannot create a key at {path}: {e.strerror}; pass a --key path you can write") from None
     logging.getLogger("echo_swarm.node").info("created a new identity %s at %s", identity.key_id[:16], path)
     return identity
 
 
+def check_arguments(args) -> None:
+    """Mistakes that would otherwise hang (a bad multiaddr: a 35 s join timeout; --threads 0: an
+    engine that never starts) or end in a traceback: one line each, before anything starts."""
+    from hivemind.utils.multiaddr import Multiaddr
+
+    if args.threads is not None and args.threads < 1:
+        raise CliError(f"--threads {args.threads}: give at least 1 (or leave it out to use every core)")
+    for flag, addrs in (("--listen", args.listen), ("--announce", args.announce),
+                        ("--initial-peers", args.initial_peers)):
+        for addr in addrs or ():
+            try:
+                Multiaddr(addr)
+            except Exception:  # noqa: BLE001 - multiaddr raises several types for bad input
+                raise CliError(f"{flag} {addr!r} is not a multiaddr; write e.g. /ip4/203.0.113.7/tcp/31337"
+                               + ("/p2p/<peer id> (printed by the node you join)" if flag == "--initial-peers"
+                                  else "")) from None
+    if args.workdir and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
+        raise CliError(f"--workdir {args.workdir} is a file; give a directory (it is created if missing)")
+
+
 def run(args) -> int:
+    check_arguments(args)
     setup_logging()
     from swarm.manifest import load_manifest
     from swarm.trust import TrustRoot, updates_path
@@ -38,7 +62,10 @@ def run(args) -> int:
     signed = load_manifest(args.run)
     identity = load_or_create_identity(Path(args.key))
     workdir = Path(args.workdir or Path("runs") / signed.manifest.run.id / identity.key_id[:12])
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"cannot create the workdir {workdir}: {e.strerror}; pass a --workdir you can write") from None
     # The trust root beside the log, so `swarm audit WORKDIR` needs nothing else.
     (workdir / "provenance").mkdir(exist_ok=True)
     shutil.copyfile(args.run, workdir / "provenance" / "manifest.toml")
@@ -92,11 +119,17 @@ def run(args) -> int:
             runtime.close()
         node.shutdown()
         logging.getLogger("echo_swarm.node").info("left the swarm")
+    if node.fatal:
+        print(f"swarm node: error: {node.fatal}", file=sys.stderr)
     # Everything worth keeping is on disk. Leave now rather than wait on native threads
     # (engines, the P2P loop) at interpreter exit; the watchdog sweeps up any child left.
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(NO_ROLE if node.fatal else 0)
+
+
+NO_ROLE = 3
+"""Exit code of a node that could start no role it may serve (e.g. its model would not load)."""
 
 
 def _trust_root(trust, *files: Path):

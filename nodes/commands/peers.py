@@ -51,3 +51,6 @@ def print_table(run_id: str, peers: list[dict]) -> None:
         table.add_row(p["peer_id"][-12:], p["role"], p["state"], escape(desc), f"{p['decode_tok_s']:.0f}", version,
                       f"{p['age_s']:.0f}s")
     Console().print(table)
+    for p in peers:
+        for role, why in p["failed"].items():
+            print(f"{p['peer_id'][-12:]} could not start as {role}: {why}")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from nodes.engines.base import EngineError
+from nodes.models.pinning import file_sha256
 
 FORMAT = "echo-swarm-gguf/1"
 KEY_FORMAT = "echo_swarm.format"
@@ -43,34 +44,16 @@ class GGUFMismatchError(EngineError):
     """A GGUF file is not the base model (or the vocabulary) the run names."""
 
 
-def file_sha256(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def gguf_sha256(path: Path | str) -> str:
     """sha256 of a GGUF file's bytes: what a manifest pins for llama.cpp nodes."""
     return file_sha256(path)
 
 
 def hf_base_sha256(hf_dir: Path | str) -> str:
-    """Digest of an HF base's weights: sha256 of model.safetensors (the manifest's `model.sha256`).
+    """The pinned digest of an HF base directory (the manifest's `model.sha256`, nodes.models.pinning)."""
+    from nodes.models.pinning import base_digest
 
-    A sharded checkpoint has no single file: its digest is the sha256 of the lines
-    "<shard name> <shard sha256>\\n" in name order.
-    """
-    hf_dir = Path(hf_dir)
-    single = hf_dir / "model.safetensors"
-    if single.is_file():
-        return file_sha256(single)
-    shards = sorted(hf_dir.glob("model-*.safetensors"))
-    if not shards:
-        raise EngineError(f"{hf_dir} has no model.safetensors (nor model-*.safetensors shards)")
-    lines = "".join(f"{p.name} {file_sha256(p)}\n" for p in shards)
-    return hashlib.sha256(lines.encode()).hexdigest()
+    return base_digest(str(hf_dir))
 
 
 # -- vocabulary ---------------------------------------------------------------------------------

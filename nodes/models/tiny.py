@@ -7,7 +7,6 @@ in reward comes from RL (DESIGN.md §8). Deterministic from a seed and cached on
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from pathlib import Path
@@ -127,11 +126,3 @@ def tiny_model_dir(seed: int = 0) -> Path:
 
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
