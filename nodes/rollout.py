@@ -20,6 +20,7 @@ import time
 from crypto.envelope import sign_envelope
 from crypto.sealing import SealContext, seal
 from nodes.context import WorkerContext
+from nodes.logs import Throttled
 from nodes.metrics import ChunkEvent
 from nodes.spool import ChunkSpool
 from swarm.adapters.fetch import fetch_version
@@ -32,6 +33,7 @@ from swarm.sync import may_generate
 from swarm.transport import TransportError
 
 log = logging.getLogger("echo_swarm.rollout")
+repeating = Throttled(log)
 POLL_S = 0.05
 """How long a rollout waits before asking again when the trainer has enough data."""
 SPOOL_FULL_WAIT_S = 1.0
@@ -189,7 +191,7 @@ class RolloutWorker:
                 self._ask(trainer, "status", StatusRequest().encode(), timeout=10)
                 return
             except (TransportError, Rejection) as e:
-                log.info("no status from trainer %s: %s", trainer.peer_id[-8:], e)
+                repeating.info(f"status/{trainer.peer_id}", "no status from trainer %s: %s", trainer.peer_id[-8:], e)
 
     def _generate(self, version: int) -> tuple[bytes, int, int, float]:
         from nodes.engines.base import SamplingParams
@@ -221,12 +223,14 @@ class RolloutWorker:
             try:
                 verdict = self._ask(trainer, "chunks", blob, timeout=30)
             except (TransportError, Rejection) as e:
-                log.info("could not deliver to trainer %s: %s", trainer.peer_id[-8:], e)
+                repeating.info(f"deliver/{trainer.peer_id}", "could not deliver to trainer %s: %s", trainer.peer_id[-8:],
+                               e)
                 continue
             if verdict.reason in (Reason.NOT_TRAINER, Reason.BUSY, Reason.RATE_LIMITED):
-                log.info("trainer %s is not taking chunks now (%s)", trainer.peer_id[-8:], verdict.reason)
+                repeating.info(f"busy/{trainer.peer_id}/{verdict.reason}", "trainer %s is not taking chunks now (%s)",
+                               trainer.peer_id[-8:], verdict.reason)
                 continue  # not delivered: keep it
             if not verdict.ok:
-                log.info("trainer refused our chunk: %s", verdict.reason)
+                repeating.info(f"refused/{verdict.reason}", "trainer refused our chunk: %s", verdict.reason)
             return True  # delivered; a refusal (e.g. stale) is final, resending would not help
         return False

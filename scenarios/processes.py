@@ -33,7 +33,7 @@ class NodeProcess:
     def start(self) -> NodeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.stdout_path = self.workdir / "node.out"
-        self.stderr_path = self.workdir / "node.log"
+        self.stderr_path = self.workdir / "stderr.log"  # the node writes node.log itself
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "ECHO_SWARM_EXIT_WITH_LAUNCHER": "1", **self.env}
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(

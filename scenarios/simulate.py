@@ -6,7 +6,7 @@ signed manifest, role assignment, transport). The runner only reads what nodes w
 exit, a timeout, Ctrl-C or SIGTERM all end with no process left and a report written.
 
 Out dir layout: scenario.toml (copy), run.toml (signed manifest), keys/{owner,NAME}.key,
-nodes/NAME/ (each node's workdir: status.json, metrics.jsonl, node.log, node.out), report/.
+nodes/NAME/ (each node's workdir: status.json, metrics.jsonl, node.log, stderr.log, node.out), report/.
 """
 from __future__ import annotations
 

@@ -9,14 +9,7 @@ import threading
 from pathlib import Path
 
 from nodes.cli import DEFAULT_LISTEN, CliError
-
-
-def setup_logging() -> None:
-    os.environ.setdefault("HIVEMIND_LOGLEVEL", "ERROR")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+from nodes.logs import log_to_workdir, setup_logging
 
 
 def load_or_create_identity(path: Path):
@@ -66,6 +59,7 @@ def run(args) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CliError(f"cannot create the workdir {workdir}: {e.strerror}; pass a --workdir you can write") from None
+    log_to_workdir(workdir)
     # The trust root beside the log, so `swarm audit WORKDIR` needs nothing else.
     (workdir / "provenance").mkdir(exist_ok=True)
     shutil.copyfile(args.run, workdir / "provenance" / "manifest.toml")
