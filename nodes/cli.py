@@ -14,6 +14,9 @@ import sys
 import warnings
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
+GRPO_FLAGS = ("prompts_per_step", "group_size", "max_new_tokens", "prompts_per_chunk", "max_prompt_tokens",
+              "temperature", "lr", "clip", "kl_coef", "grad_clip")
+"""The [grpo] settings `swarm init` takes as flags (--prompts-per-step, ...); --steps is one too."""
 
 
 class CliError(Exception):
@@ -36,7 +39,16 @@ def _setting(section: type, name: str, metavar: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from swarm.manifest import GrpoSection, ModelSection, RunSection, SwarmSection, SyncSection, TaskSection
+    from swarm.manifest import (
+        LORA_TARGETS,
+        GrpoSection,
+        LoraSection,
+        ModelSection,
+        RunSection,
+        SwarmSection,
+        SyncSection,
+        TaskSection,
+    )
     from swarm.sync import SYNC_MODES
 
     p = argparse.ArgumentParser(prog="swarm", description="Echo Swarm: peer-to-peer RL post-training on LoRA.")
@@ -58,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--staleness", **_setting(SyncSection, "staleness", "S"))
     s.add_argument("--publish-every", **_setting(SyncSection, "publish_every", "KAPPA"))
     s.add_argument("--steps", **_setting(GrpoSection, "steps", "N"))
+    for name in GRPO_FLAGS:
+        metavar = "N" if isinstance(getattr(GrpoSection, name), int) else "X"
+        s.add_argument(f"--{name.replace('_', '-')}", dest=f"grpo_{name}", **_setting(GrpoSection, name, metavar))
+    s.add_argument("--lora-r", dest="lora_r", **_setting(LoraSection, "r", "R"))
+    s.add_argument("--lora-alpha", dest="lora_alpha", **_setting(LoraSection, "alpha", "ALPHA"))
+    s.add_argument("--lora-targets", dest="lora_targets", default=",".join(LoraSection.targets), metavar="M,M,...",
+                   help=f"{_doc(LoraSection, 'targets')} Comma-separated, from {', '.join(LORA_TARGETS)} "
+                        "(default: all)")
     s.add_argument("--trainer-slots", **_setting(SwarmSection, "trainer_slots", "N"))
     s.add_argument("--trainer-key", action="append", default=[], metavar="KEYID",
                    help=f"repeatable: {_doc(SwarmSection, 'trainer_keys')}")

@@ -119,6 +119,10 @@ def test_init_refuses_open_training_with_listed_trainer_keys(tmp_path, owner):
     (["--task-option", "colour=red"], "task.options: 'sort-digits' does not take"),
     (["--task-option", "oops"], "--task-option 'oops' must look like KEY=VALUE"),
     (["--mode", "eventually"], "invalid choice: 'eventually'"),
+    (["--prompts-per-step", "4", "--prompts-per-chunk", "8"], "grpo.prompts_per_chunk must be in 1..grpo.prompts_per_step"),
+    (["--group-size", "1"], "grpo.group_size must be >= 2"),
+    (["--lora-targets", "q_proj,mlp"], "lora.targets must be within"),
+    (["--max-new-tokens", "lots"], "--max-new-tokens: invalid int value"),
 ])
 def test_init_names_a_bad_setting_without_traceback(tmp_path, owner, flags, message):
     result = run_cli("init", "--out", str(tmp_path / "run.toml"), "--owner-key", str(owner[1]), *flags)

@@ -187,6 +187,23 @@ def test_swarm_init_defaults_are_the_manifests(digests):
     assert m.task == TaskSection(options={"min_digits": 2}) and m.model.sha256 == SHA
 
 
+def test_swarm_init_sizes_a_run_for_real_work(digests):
+    """GRPO and LoRA settings from the command line, each flag declared by its manifest field."""
+    from nodes.cli import build_parser
+    from nodes.commands.init import manifest_of
+
+    args = build_parser().parse_args([
+        "init", "--out", "-", "--owner-key", "-", "--run-id", "x", "--max-new-tokens", "256", "--group-size", "16",
+        "--prompts-per-step", "64", "--prompts-per-chunk", "8", "--max-prompt-tokens", "1024", "--temperature", "0.8",
+        "--lr", "1e-5", "--clip", "0.28", "--kl-coef", "0.04", "--grad-clip", "0.5", "--lora-r", "32",
+        "--lora-alpha", "64", "--lora-targets", "q_proj, v_proj"])
+    m = manifest_of(args, KEY)
+    assert m.grpo == GrpoSection(prompts_per_step=64, group_size=16, max_new_tokens=256, prompts_per_chunk=8,
+                                 max_prompt_tokens=1024, temperature=0.8, lr=1e-5, clip=0.28, kl_coef=0.04,
+                                 grad_clip=0.5)
+    assert m.lora == LoraSection(r=32, alpha=64, targets=("q_proj", "v_proj"))
+
+
 def test_swarm_init_help_is_the_manifests_documentation():
     from nodes.cli import build_parser
 

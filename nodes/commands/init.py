@@ -31,15 +31,26 @@ def _typed(text: str):
 
 def manifest_of(args, owner_key_id: str):
     """The manifest for parsed `swarm init` arguments (defaults: the manifest sections')."""
+    from nodes.cli import GRPO_FLAGS
     from nodes.runconfig import build_manifest
-    from swarm.manifest import GrpoSection, ModelSection, RunSection, SwarmSection, SyncSection, TaskSection
+    from swarm.manifest import (
+        GrpoSection,
+        LoraSection,
+        ModelSection,
+        RunSection,
+        SwarmSection,
+        SyncSection,
+        TaskSection,
+    )
 
     return build_manifest(
         RunSection(id=args.run_id or time.strftime("run-%Y%m%d-%H%M%S"), owner_key_id=owner_key_id,
                    seed=args.seed),
         model=ModelSection(base=args.base),
         task=TaskSection(name=args.task, options=task_options(args.task_option)),
-        grpo=GrpoSection(steps=args.steps),
+        grpo=GrpoSection(steps=args.steps, **{name: getattr(args, f"grpo_{name}") for name in GRPO_FLAGS}),
+        lora=LoraSection(r=args.lora_r, alpha=args.lora_alpha,
+                         targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())),
         sync=SyncSection(mode=args.mode, staleness=args.staleness, publish_every=args.publish_every),
         swarm=SwarmSection(trainer_slots=args.trainer_slots, trainer_keys=trainer_keys(args, owner_key_id),
                            open_training=args.open_training, rollout_keys=tuple(args.rollout_key),
@@ -84,6 +95,10 @@ def run(args) -> int:
           f"{manifest.swarm.trainer_slots} trainer slot(s), "
           f"{'closed' if manifest.swarm.rollout_keys else 'open'} swarm)")
     print(f"trainers {trainers_line(manifest, owner.key_id)}")
+    g, lora = manifest.grpo, manifest.lora
+    print(f"grpo     {g.steps} steps of {g.prompts_per_step} prompts x {g.group_size} samples, up to "
+          f"{g.max_new_tokens} new tokens; lr {g.lr:g}, clip {g.clip:g}, KL {g.kl_coef:g}")
+    print(f"lora     r={lora.r} alpha={lora.alpha} on {', '.join(lora.targets)}")
     if manifest.swarm.open_training:
         print(f"swarm init: WARNING: {OPEN_TRAINING_WARNING}", file=sys.stderr)
     print(f"digest   {signed.digest}")
