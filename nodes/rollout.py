@@ -202,7 +202,8 @@ class RolloutWorker:
         params = SamplingParams(temperature=g.temperature, max_new_tokens=g.max_new_tokens)
         self.counter += 1
         started = time.perf_counter()
-        groups = self.engine.generate(prompts, g.group_size, params, seed=(self.seed + self.counter) % 2**31)
+        groups = self.engine.generate(prompts, g.group_size, params, seed=(self.seed + self.counter) % 2**31,
+                                      chat_template=self.task.chat_template)
         gen_s = time.perf_counter() - started
         chunk = TrajectoryChunk(
             run_id=m.run.id, chunk_id=new_chunk_id(), producer_key_id=self.ctx.identity.key_id,

@@ -51,7 +51,7 @@ def build_manifest(
                         lora=lora or LoraSection(), grpo=grpo or GrpoSection(), sync=sync or SyncSection(),
                         swarm=swarm or SwarmSection())
     manifest = parse_manifest(draft.to_dict())  # types and rules exactly as nodes check the file
-    check_task(manifest.task)
+    manifest = dataclasses.replace(manifest, task=pinned_task(manifest.task))
     if not manifest.model.sha256:
         try:
             pinned = dataclasses.replace(manifest.model, sha256=base_digest(manifest.model.base))
@@ -61,13 +61,16 @@ def build_manifest(
     return manifest
 
 
-def check_task(task: TaskSection) -> None:
-    """Build the task once from its options; a ManifestError if it cannot be built."""
+def pinned_task(task: TaskSection) -> TaskSection:
+    """Build the task once from its options (a ManifestError naming the option, file or line if it
+    cannot be built), and pin a task file by its sha256 when the options do not already."""
     from nodes.tasks import TaskError, make_task
 
     try:
-        make_task(task.name, dict(task.options))
+        built = make_task(task.name, dict(task.options))
     except TaskError as e:
-        raise ManifestError(f"task: {e}") from None
-    except TypeError as e:  # an option the task does not take
-        raise ManifestError(f"task.options: {task.name!r} does not take these options ({e})") from None
+        raise ManifestError(f"task.options: {e}" if "option" in str(e) else f"task: {e}") from None
+    digest = getattr(built, "file_sha256", None)
+    if digest and "sha256" not in task.options:
+        return dataclasses.replace(task, options={**task.options, "sha256": digest})
+    return task

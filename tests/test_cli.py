@@ -116,7 +116,7 @@ def test_init_refuses_open_training_with_listed_trainer_keys(tmp_path, owner):
 
 @pytest.mark.parametrize("flags, message", [
     (["--task", "nope"], "task: unknown task 'nope'"),
-    (["--task-option", "colour=red"], "task.options: 'sort-digits' does not take"),
+    (["--task-option", "colour=red"], "task.options: task 'sort-digits' does not take option 'colour'"),
     (["--task-option", "oops"], "--task-option 'oops' must look like KEY=VALUE"),
     (["--mode", "eventually"], "invalid choice: 'eventually'"),
     (["--prompts-per-step", "4", "--prompts-per-chunk", "8"], "grpo.prompts_per_chunk must be in 1..grpo.prompts_per_step"),

@@ -164,7 +164,7 @@ def test_build_manifest_types_its_sections_like_a_loaded_file(digests):
     ({"sync": SyncSection(mode="eventually")}, "sync.mode must be one of"),
     ({"task": TaskSection(name="nope")}, "task: unknown task 'nope'"),
     ({"task": TaskSection(options={"max_digits": 99})}, "task: sort-digits needs"),
-    ({"task": TaskSection(options={"colour": "red"})}, "task.options: 'sort-digits' does not take"),
+    ({"task": TaskSection(options={"colour": "red"})}, "task.options: task 'sort-digits' does not take option 'colour'"),
 ])
 def test_build_manifest_refuses_before_touching_the_base(digests, sections, message):
     from nodes.runconfig import build_manifest

@@ -133,3 +133,49 @@ def test_last_number_recovers_the_final_number(value, commas, prefix, suffix):
 def test_last_number_never_raises(text):
     got = last_number(text)
     assert got is None or isinstance(got, Decimal)
+
+
+def test_a_templated_prompt_is_found_by_its_ids_and_scored_against_its_answer(tmp_path):
+    """With chat_template the model sees "user: ... assistant:", which never decodes back to the
+    file's prompt: the trainer finds the prompt by its exact ids and scores the completion alone."""
+    from nodes.engines.base import encode_prompt
+    from nodes.models.tiny import build_tokenizer
+    from nodes.trainer.intake import recompute_rewards
+    from swarm.chunk import TrajectoryChunk, TrajectoryGroup
+
+    tok = build_tokenizer()
+    tok.chat_template = ("{% for m in messages %}user: {{ m['content'] }} {% endfor %}"
+                         "{% if add_generation_prompt %}assistant:{% endif %}")
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"prompt": "two plus two", "answer": "4"},
+                                               {"prompt": "one plus one", "answer": "2"}])
+    task = make_task("jsonl", {"path": path, "chat_template": True})
+    templated = encode_prompt(tok, "two plus two", chat_template=True)
+    assert tok.decode(templated, skip_special_tokens=True) == "user: two plus two assistant:"
+
+    def chunk(prompt_ids):
+        completions = [tok.convert_tokens_to_ids(list(text)) + [tok.eos_token_id] for text in ("4", "5", " 4")]
+        return TrajectoryChunk(run_id="r", chunk_id="0" * 32, producer_key_id="0" * 64, policy_version=0,
+                               task="jsonl", sampling={"temperature": 1.0, "max_new_tokens": 7}, created_at=0.0,
+                               groups=(TrajectoryGroup(prompt_ids, completions, [[-1.0] * len(c) for c in completions]),))
+
+    assert recompute_rewards(chunk(templated), tok, task) == [[1.0, 0.0, 1.0]]
+    # The bare prompt is not what this run's rollouts are asked to answer: nothing to reward.
+    assert recompute_rewards(chunk(encode_prompt(tok, "two plus two")), tok, task) == [[0.0, 0.0, 0.0]]
+
+
+def test_a_wrong_task_option_names_the_option_and_the_known_ones(jsonl):
+    with pytest.raises(TaskError, match="does not take option 'chat_templat'; its options: path, match, chat_template"):
+        make_task("jsonl", {"path": jsonl, "chat_templat": True})
+    with pytest.raises(TaskError, match="does not take option 'name'"):
+        make_task("sort-digits", {"name": "other"})
+
+
+def test_init_pins_the_task_file(jsonl):
+    from nodes.runconfig import pinned_task
+    from swarm.manifest import TaskSection
+
+    pinned = pinned_task(TaskSection(name="jsonl", options={"path": jsonl}))
+    assert pinned.options["sha256"] == hashlib.sha256(Path(jsonl).read_bytes()).hexdigest()
+    Path(jsonl).write_text(Path(jsonl).read_text() + json.dumps({"prompt": "new", "answer": "x"}) + "\n")
+    with pytest.raises(TaskError, match="has sha256"):
+        make_task("jsonl", pinned.options)  # a node with another file refuses it

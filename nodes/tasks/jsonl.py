@@ -42,7 +42,8 @@ class JsonlTask:
     match: str = "exact"
     """"exact": stripped completion == stripped answer; "numeric": last number equal in value."""
     chat_template: bool = False
-    """Prompts are wrapped in the tokenizer's chat template by the engine (encode_prompt)."""
+    """Wrap each prompt in the base's chat template (one user turn, with the generation prompt),
+    as instruction-tuned models expect; the trainer finds the prompt by its token ids."""
     sha256: str | None = None
     """When set, the file's sha256 must equal it."""
     name: str = "jsonl"
@@ -94,6 +95,9 @@ class JsonlTask:
             rng.shuffle(order)
             for i in order:
                 yield Prompt(self._prompts[i])
+
+    def prompt_texts(self) -> list[str]:
+        return list(self._prompts)
 
     def reward(self, prompt: str, completion: str) -> float:
         answer = self._answers.get(prompt)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 from nodes.models.tiny import ANSWER_MARK
 from nodes.tasks.base import Prompt, TaskError
@@ -15,6 +16,7 @@ class SortDigits:
     max_digits: int = 5
     partial_credit: bool = False  # reward = fraction of positions right, instead of exact match
     name: str = "sort-digits"
+    chat_template: ClassVar[bool] = False  # the embedded model reads the bare prompt
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_digits <= self.max_digits <= 16:
@@ -36,3 +38,6 @@ class SortDigits:
             return float(got == want)
         hits = sum(a == b for a, b in zip(got, want))
         return hits / max(len(want), len(got))
+
+    def prompt_texts(self) -> None:
+        return None  # endless prompts; the reward reads the digits from the decoded prompt

@@ -89,14 +89,39 @@ def check_honesty(chunk: TrajectoryChunk, recomputed: list[list[float]]) -> None
         raise ChunkRejected(Reason.DISHONEST, f"v{chunk.policy_version}: claimed log-probs differ from the policy's by {worst:.3f}")
 
 
-def recompute_rewards(chunk: TrajectoryChunk, tokenizer, task) -> list[list[float]]:
-    """Never trust a reported reward: decode the ids and run the task's verifier here.
+def recompute_rewards(chunk: TrajectoryChunk, tokenizer, task, prompts: PromptIndex | None = None
+                      ) -> list[list[float]]:
+    """Never trust a reported reward: find the prompt, decode the completions and run the task's
+    verifier here.
 
     A completion is scored on its text up to the first EOS with other special tokens kept, so
-    "1<pad>2<eos>3" reads "1<pad>2", not a cleaned-up "123".
+    "1<pad>2<eos>3" reads "1<pad>2", not a cleaned-up "123". A task with a fixed prompt set is
+    looked up by the prompt's exact ids (`PromptIndex`): a prompt it does not hold scores 0.
     """
+    prompts = prompts or PromptIndex(task, tokenizer)
     rewards = []
     for group in chunk.groups:
-        prompt = tokenizer.decode(list(group.prompt_ids), skip_special_tokens=True)
-        rewards.append([task.reward(prompt, completion_text(tokenizer, list(c))) for c in group.completions])
+        prompt = prompts.text_of(group.prompt_ids)
+        rewards.append([0.0 if prompt is None else task.reward(prompt, completion_text(tokenizer, list(c)))
+                        for c in group.completions])
     return rewards
+
+
+class PromptIndex:
+    """The task prompt a chunk's prompt ids encode: by exact ids when the task has a fixed set
+    (encoded as the engines encode them, chat template included), else the decoded text."""
+
+    def __init__(self, task, tokenizer):
+        self.task, self.tokenizer = task, tokenizer
+        self._by_ids: dict[tuple[int, ...], str] | None = None
+
+    def text_of(self, prompt_ids) -> str | None:
+        texts = self.task.prompt_texts()
+        if texts is None:
+            return self.tokenizer.decode(list(prompt_ids), skip_special_tokens=True)
+        if self._by_ids is None:  # once: every prompt of the file, encoded
+            from nodes.engines.base import encode_prompt
+
+            self._by_ids = {tuple(encode_prompt(self.tokenizer, t, chat_template=self.task.chat_template)): t
+                            for t in texts}
+        return self._by_ids.get(tuple(prompt_ids))

@@ -22,6 +22,7 @@ from nodes.metrics import AccountingEvent, DoneEvent, StepEvent
 from nodes.trainer.checkpoint import load_checkpoint, save_checkpoint
 from nodes.trainer.intake import (
     Accepted,
+    PromptIndex,
     check_honesty,
     check_staleness,
     micro_batches,
@@ -71,6 +72,7 @@ class TrainerWorker:
         self.score_lock = threading.Lock()
         self.tokenizer = AutoTokenizer.from_pretrained(base)
         self.task = make_task(m.task.name, m.task.options)
+        self.prompts = PromptIndex(self.task, self.tokenizer)
         eos = self.tokenizer.eos_token_id  # tokens after EOS would be trained on, never scored: refuse them
         self.limits = ChunkLimits.for_run(m.grpo, vocab_size=self.policy.vocab_size,
                                           stop_ids=frozenset() if eos is None else frozenset({eos}))
@@ -228,7 +230,7 @@ class TrainerWorker:
             raise ChunkRejected(Reason.WRONG_SETTINGS, "task or sampling differ from the manifest")
         check_staleness(chunk.policy_version, self.step, self.m.sync.mode, self.m.sync.staleness)
         check_honesty(chunk, self._score(chunk))
-        return Accepted(chunk, attestation, recompute_rewards(chunk, self.tokenizer, self.task))
+        return Accepted(chunk, attestation, recompute_rewards(chunk, self.tokenizer, self.task, self.prompts))
 
     def _score(self, chunk) -> list[list[float]]:
         """Log-probs of the chunk's completions under the version it claims to come from."""
