@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("auto", "transformers", "llamacpp"), default="auto",
                    help="rollout engine (auto: llama.cpp when installed, else transformers)")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for the engine / trainer")
+    s.add_argument("--scoring-copy", action="store_true",
+                   help="as trainer, keep a second copy of the base to check chunks while training (faster "
+                        "intake, twice the memory; default: one copy, used in turn)")
 
     s = sub.add_parser("peers", help="show the live swarm")
     s.add_argument("--run", required=True, help="signed run manifest")

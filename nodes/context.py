@@ -34,6 +34,9 @@ class WorkerContext:
     """The run's provenance log: every version this node holds has its verified entry here."""
     metrics: MetricsLog
     threads: int | None = None
+    scoring_copy: bool = False
+    """A trainer keeps a second copy of the base to check chunks while it trains (faster intake,
+    twice the memory); by default one copy serves both, in turn."""
 
     @property
     def manifest(self) -> RunManifest:

@@ -33,7 +33,7 @@ NOT_TRAINER = Verdict(ok=False, reason=Reason.NOT_TRAINER.value, need=0, version
 
 
 class NodeServices:
-    def __init__(self, node, engine_kind: str, threads: int | None):
+    def __init__(self, node, engine_kind: str, threads: int | None, scoring_copy: bool = False):
         self.node = node
         self.engine_kind = engine_kind
         workdir, sync = Path(node.options.workdir), node.signed.manifest.sync
@@ -42,7 +42,7 @@ class NodeServices:
             transport=make_transport("p2p", dht=node.membership.dht),
             store=AdapterStore(workdir / "adapters", node.signed.digest, keep=versions_kept(sync.mode, sync.staleness)),
             log=ProvenanceLog(workdir / "provenance", node.trust),
-            metrics=MetricsLog(workdir / "metrics.jsonl"), threads=threads,
+            metrics=MetricsLog(workdir / "metrics.jsonl"), threads=threads, scoring_copy=scoring_copy,
         )
         self.worker = None
         self.trainer = None  # the worker, while it is a TrainerWorker

@@ -86,6 +86,8 @@ class NodeSpec:
     """Inference engine: 'auto', 'transformers' or 'llamacpp' (`swarm node --engine`)."""
     threads: int = 1
     """CPU threads for the node's engine (`swarm node --threads`)."""
+    scoring_copy: bool = False
+    """As trainer, a second copy of the base to check chunks while training (`swarm node --scoring-copy`)."""
 
 
 @dataclass(frozen=True)

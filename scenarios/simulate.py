@@ -71,6 +71,7 @@ class Simulation:
     def node_args(self, spec, run: Path, peers: list[str]) -> list[str]:
         return ["--run", str(run), "--key", str(self.out / "keys" / f"{spec.name}.key"), "--role", spec.role,
                 "--engine", spec.engine, "--threads", str(spec.threads),
+                *(["--scoring-copy"] if spec.scoring_copy else []),
                 *(["--initial-peers", *peers] if peers else [])]
 
     def run(self) -> int:

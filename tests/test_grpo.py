@@ -215,3 +215,47 @@ def test_adapter_delta_is_exact(base_dir, batch):
     extra = dict(child, extra=torch.ones(3))
     del extra[next(iter(child))]
     assert adapter_bytes(apply_delta(parent, adapter_delta(parent, extra))) == adapter_bytes(extra)
+
+
+def test_logprobs_in_small_chunks_equal_the_full_logits(base_dir, batch):
+    """Log-probs are computed a few positions at a time (never [batch, length, vocab] at once):
+    the same numbers as from the model's full logits, with and without gradients."""
+    import dataclasses
+
+    from nodes.trainer.policy import Policy, PolicyConfig
+
+    flat, _ = batch
+    pairs = _pairs(flat)
+    policy = Policy(base_dir, config=dataclasses.replace(PolicyConfig(), logit_elements=3 * 49), seed=0)  # 3 rows
+    with torch.no_grad():
+        chunked, _ = policy.token_logprobs(pairs)
+        for i, (p, c) in enumerate(pairs):
+            logits = policy.model(input_ids=torch.tensor([list(p) + list(c)])).logits[0]
+            full = torch.log_softmax(logits.float(), -1)[torch.arange(len(p) - 1, len(p) + len(c) - 1),
+                                                          torch.tensor(list(c))]
+            assert torch.allclose(chunked[i, : len(c)], full, atol=1e-5)
+    with_grad, _ = policy.token_logprobs(pairs)
+    assert torch.allclose(with_grad.detach(), chunked, atol=1e-6) and with_grad.requires_grad
+
+
+def test_micro_batches_accumulate_to_the_whole_batch_step(base_dir, batch):
+    """A step in micro-batches (gradient accumulation) takes the gradient of one whole-batch step."""
+    import dataclasses
+
+    from nodes.trainer.policy import Policy, PolicyConfig
+
+    flat, rewards = batch
+    old = [s.logprobs for s in flat]
+
+    def gradients(policy) -> tuple[dict, list[torch.Tensor]]:
+        seen: list[torch.Tensor] = []
+        step = policy.optimizer.step
+        policy.optimizer.step = lambda: seen.extend(p.grad.clone() for _, p in policy.named_trainable) or step()
+        return policy.train_step(_pairs(flat), rewards, old), seen
+
+    a, whole = gradients(Policy(base_dir, seed=0))
+    b, split = gradients(Policy(base_dir, config=dataclasses.replace(PolicyConfig(), micro_batch_tokens=24), seed=0))
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-6) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    assert a["tokens"] == b["tokens"] and a["clip_frac"] == pytest.approx(b["clip_frac"], abs=1e-6)
+    assert len(whole) == len(split) > 0
+    assert all(torch.allclose(g, h, atol=1e-7, rtol=1e-4) for g, h in zip(whole, split))

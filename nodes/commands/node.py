@@ -49,6 +49,9 @@ def check_arguments(args) -> None:
 def run(args) -> int:
     check_arguments(args)
     setup_logging()
+    from nodes.memory import fix_mmap_threshold
+
+    fix_mmap_threshold()
     from swarm.manifest import load_manifest
     from swarm.trust import TrustRoot, updates_path
 
@@ -102,7 +105,7 @@ def run(args) -> int:
         node.start()
         from nodes.services import NodeServices
 
-        runtime = NodeServices(node, engine, args.threads)
+        runtime = NodeServices(node, engine, args.threads, scoring_copy=args.scoring_copy)
         print(f"node {node.peer_id} key {identity.key_id[:16]} run {manifest.run.id} ({signed.digest[:12]})",
               flush=True)
         for maddr in node.maddrs:

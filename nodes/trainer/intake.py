@@ -14,6 +14,7 @@ from crypto.envelope import verify_envelope
 from crypto.errors import CryptoError, SealError
 from crypto.sealing import open_sealed
 from nodes.tasks.base import completion_text
+from nodes.trainer.policy import micro_batches as _micro_batches
 from swarm.chunk import CHUNK_TYPE, ChunkLimits, TrajectoryChunk, chunk_digest, decode_chunk
 from swarm.rejections import ChunkRejected, Reason
 from swarm.sync import lag_rejection
@@ -68,18 +69,8 @@ def check_staleness(version: int, step: int, mode: str, staleness: int) -> None:
 
 
 def micro_batches(lengths: list[int], max_tokens: int = SCORE_BATCH_TOKENS) -> list[list[int]]:
-    """Consecutive index groups whose rows x longest row stays within `max_tokens` (a single row
-    longer than that is a batch of its own): what one scoring forward may hold."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    width = 0
-    for i, n in enumerate(lengths):
-        if current and (len(current) + 1) * max(width, n) > max_tokens:
-            batches.append(current)
-            current, width = [], 0
-        current.append(i)
-        width = max(width, n)
-    return batches + ([current] if current else [])
+    """Index groups for scoring forwards of at most `max_tokens` (rows x longest row)."""
+    return _micro_batches(lengths, max_tokens)
 
 
 def check_honesty(chunk: TrajectoryChunk, recomputed: list[list[float]]) -> None:

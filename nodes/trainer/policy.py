@@ -33,6 +33,13 @@ class PolicyConfig:
     adv_eps: float = 1e-4
     temperature: float = 1.0
     """The sampling temperature: log-probs are of softmax(logits / T), as the engines record them."""
+    micro_batch_tokens: int = 8192
+    """Rows x longest row per forward/backward of a training step (gradients accumulate over the
+    micro-batches): bounds activation memory whatever the batch size."""
+    logit_elements: int = 1 << 22
+    """Most vocabulary-sized logits held at once (positions x vocab): log-probs are computed in
+    chunks of positions, and recomputed in backward, so memory does not grow with the vocabulary
+    times the batch."""
 
     @classmethod
     def from_manifest(cls, m) -> PolicyConfig:
@@ -114,16 +121,40 @@ class Policy:
             attn[i, : len(row)] = 1
         if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
             raise ValueError("token id outside the model's vocabulary")
-        logits = self.model(input_ids=ids, attention_mask=attn).logits  # [B, L, V]
+        base = self.model.get_base_model()
+        hidden = base.model(input_ids=ids, attention_mask=attn).last_hidden_state  # [B, L, H]: no logits yet
         tc = int(c_len.max())
         j = torch.arange(tc)
         mask = j[None, :] < c_len[:, None]
-        pos = (p_len[:, None] + j[None, :] - 1).clamp(max=width - 2)  # logits at pos predict pos + 1
+        pos = (p_len[:, None] + j[None, :] - 1).clamp(max=width - 2)  # the state at pos predicts pos + 1
         rows = torch.arange(len(batch))[:, None]
-        picked = logits[rows, pos].float() / t  # [B, Tc, V]
-        targets = ids[rows, pos + 1]
-        logp = torch.log_softmax(picked, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+        logp = self._completion_logprobs(hidden[rows, pos], ids[rows, pos + 1], t)
         return torch.where(mask, logp, torch.zeros_like(logp)), mask
+
+    def _completion_logprobs(self, states: torch.Tensor, targets: torch.Tensor, t: float) -> torch.Tensor:
+        """log softmax(head(state) / T)[target] for [B, Tc] positions, `logit_elements` logits at a
+        time; under grad each chunk's logits are recomputed in backward instead of kept."""
+        from torch.utils.checkpoint import checkpoint
+
+        base = self.model.get_base_model()
+        head = base.get_output_embeddings()
+        cap = getattr(base.config, "final_logit_softcapping", None)
+
+        def chunk_logprobs(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            logits = head(h)
+            if cap:  # Gemma 2/3 cap their logits before the softmax
+                logits = torch.tanh(logits / cap) * cap
+            return torch.log_softmax(logits.float() / t, dim=-1).gather(-1, y[:, None]).squeeze(-1)
+
+        flat_h, flat_y = states.reshape(-1, states.shape[-1]), targets.reshape(-1)
+        step = max(1, self.config.logit_elements // self.vocab_size)
+        if flat_h.shape[0] <= step:  # all logits fit the budget: one pass, kept for backward
+            return chunk_logprobs(flat_h, flat_y).reshape(targets.shape)
+        recompute = torch.is_grad_enabled()
+        parts = [checkpoint(chunk_logprobs, flat_h[i : i + step], flat_y[i : i + step], use_reentrant=False)
+                 if recompute else chunk_logprobs(flat_h[i : i + step], flat_y[i : i + step])
+                 for i in range(0, flat_h.shape[0], step)]
+        return torch.cat(parts).reshape(targets.shape)
 
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -143,20 +174,31 @@ class Policy:
         adv = self._advantages(rewards, len(samples))
         if len(old_logprobs) != len(samples):
             raise ValueError("one behaviour log-prob list per sample")
-        new_lp, mask = self.token_logprobs(samples)
-        old = torch.zeros_like(new_lp)
         for i, lp in enumerate(old_logprobs):
             if len(lp) != len(samples[i][1]):
                 raise ValueError(f"sample {i}: {len(lp)} behaviour log-probs for {len(samples[i][1])} tokens")
-            old[i, : len(lp)] = torch.tensor(list(lp), dtype=old.dtype)
-        ref = None
-        if c.kl_coef > 0:
-            with torch.no_grad(), self.model.disable_adapter():
-                ref, _ = self.token_logprobs(samples)
-        loss, stats = grpo_loss(new_lp, old.detach(), adv, mask, clip=c.clip, kl_coef=c.kl_coef,
-                                ref_logprobs=ref)
+        total_tokens = sum(len(comp) for _, comp in samples)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_sum, parts = 0.0, []
+        # Gradient accumulation: each micro-batch's loss is its share of the batch's token mean,
+        # so the accumulated gradient is the whole batch's.
+        for rows in micro_batches([len(p) + len(comp) for p, comp in samples], c.micro_batch_tokens):
+            part = [samples[i] for i in rows]
+            new_lp, mask = self.token_logprobs(part)
+            old = torch.zeros_like(new_lp)
+            for k, i in enumerate(rows):
+                old[k, : len(old_logprobs[i])] = torch.tensor(list(old_logprobs[i]), dtype=old.dtype)
+            ref = None
+            if c.kl_coef > 0:
+                with torch.no_grad(), self.model.disable_adapter():
+                    ref, _ = self.token_logprobs(part)
+            loss, stats = grpo_loss(new_lp, old, adv[rows], mask, clip=c.clip, kl_coef=c.kl_coef, ref_logprobs=ref)
+            share = stats["tokens"] / total_tokens
+            (loss * share).backward()
+            loss_sum += float(loss.detach()) * share
+            parts.append(stats)
+        stats = _merge_stats(parts)
+        loss = torch.tensor(loss_sum)
         params = [p for _, p in self.named_trainable]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
         self.optimizer.step()
@@ -254,3 +296,26 @@ class Policy:
         sd = self.optimizer.state_dict()
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": sd["param_groups"]})
         self.step = int(state["meta.step"])
+
+
+def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Consecutive index groups whose rows x longest row stays within `max_tokens` (a single row
+    longer than that is a batch of its own): what one forward (and backward) may hold."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i, n in enumerate(lengths):
+        if current and (len(current) + 1) * max(width, n) > max_tokens:
+            batches.append(current)
+            current, width = [], 0
+        current.append(i)
+        width = max(width, n)
+    return batches + ([current] if current else [])
+
+
+def _merge_stats(parts: list[dict]) -> dict:
+    """Token-weighted means of the micro-batches' stats (ratio_max: the largest)."""
+    tokens = sum(p["tokens"] for p in parts) or 1
+    out = {k: sum(p[k] * p["tokens"] for p in parts) / tokens for k in parts[0] if k not in ("tokens", "ratio_max")}
+    out.update(ratio_max=max(p["ratio_max"] for p in parts), tokens=sum(p["tokens"] for p in parts))
+    return out

@@ -6,6 +6,7 @@ buffered` at all times, and each accounting line in metrics.jsonl shows it.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -64,12 +65,15 @@ class TrainerWorker:
         self.base_dir, self.gguf_unsupported = base, False
         config = PolicyConfig.from_manifest(m)
         self.policy = Policy(base, config, seed=m.run.seed, threads=threads)
-        # A second copy of the model for the honesty check, so scoring a chunk never waits for
-        # (or stalls) a training step: intake overlaps with training. Costs one more base model
-        # in memory; `scored_version` avoids reloading adapter tensors for every chunk.
-        self.scorer = Policy(base, config, seed=m.run.seed, threads=threads)
+        # The honesty check scores chunks under the version they claim. With `scoring_copy`, on a
+        # second copy of the model, so scoring never waits for (or stalls) a training step, at the
+        # cost of one more base in memory; by default on the training model itself, in turn with
+        # training (`model_lock`), its adapter swapped for the chunk's version meanwhile.
+        self.scorer = Policy(base, config, seed=m.run.seed, threads=threads) if ctx.scoring_copy else None
         self.scored_version: int | None = None
         self.score_lock = threading.Lock()
+        self.model_lock = self.score_lock if self.scorer is None else contextlib.nullcontext()
+        """Held while the training model is trained or read (shared with scoring by default)."""
         self.tokenizer = AutoTokenizer.from_pretrained(base)
         self.task = make_task(m.task.name, m.task.options)
         self.prompts = PromptIndex(self.task, self.tokenizer)
@@ -240,12 +244,19 @@ class TrainerWorker:
         pairs = [(g.prompt_ids, c) for g in chunk.groups for c in g.completions]
         scores = []
         with self.score_lock, torch.no_grad():
-            if self.scored_version != chunk.policy_version:
-                self.scorer.set_adapter_tensors(tensors)
+            scorer, training = self.scorer or self.policy, None
+            if self.scorer is None:
+                training = self.policy.adapter_tensors()  # put back after scoring
+            if self.scorer is None or self.scored_version != chunk.policy_version:
+                scorer.set_adapter_tensors(tensors)
                 self.scored_version = chunk.policy_version
-            for batch in micro_batches([len(p) + len(c) for p, c in pairs]):
-                lp, mask = self.scorer.token_logprobs([pairs[i] for i in batch])
-                scores += [lp[i, : int(mask[i].sum())].tolist() for i in range(len(batch))]
+            try:
+                for batch in micro_batches([len(p) + len(c) for p, c in pairs]):
+                    lp, mask = scorer.token_logprobs([pairs[i] for i in batch])
+                    scores += [lp[i, : int(mask[i].sum())].tolist() for i in range(len(batch))]
+            finally:
+                if training is not None:
+                    self.policy.set_adapter_tensors(training)
         return scores
 
     # -- training ---------------------------------------------------------------------------
@@ -298,11 +309,12 @@ class TrainerWorker:
                 samples += [(group.prompt_ids, c) for c in group.completions]
                 old += [list(lp) for lp in group.logprobs]
                 rewards.append(group_rewards)
-        stats = self.policy.train_step(samples, rewards, old)
-        self.acct["consumed"] += len(batch)
-        self.consumed += [item.attestation for item in batch]
-        if self.step % self.m.sync.publish_every == 0 or self.step >= self.m.grpo.steps:
-            self._publish()
+        with self.model_lock:
+            stats = self.policy.train_step(samples, rewards, old)
+            self.acct["consumed"] += len(batch)
+            self.consumed += [item.attestation for item in batch]
+            if self.step % self.m.sync.publish_every == 0 or self.step >= self.m.grpo.steps:
+                self._publish()
             for v in [v for v in self.versions if v < oldest_usable(self.step, self.m.sync.mode, self.m.sync.staleness)]:
                 del self.versions[v]
         self.training = False
