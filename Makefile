@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	@echo "installing echo-swarm (llama-cpp-python compiles from source the first time: ~6 min on 2 cores)"
 	$(BIN)/python -m pip install -q -e ".[dev,plots]"
+	$(BIN)/python -m nodes.engines.llamacpp_tools fetch
 	@touch $(STAMP)
 
 demo: $(STAMP)

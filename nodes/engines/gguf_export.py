@@ -1,5 +1,8 @@
 """Write a Llama-architecture HF model (f32) and PEFT LoRA adapters as GGUF for llama.cpp.
 
+Every other architecture (Qwen2/3, Mistral, Gemma, ...) is converted by llama.cpp's own scripts
+(`llamacpp_tools`): `ensure_base_gguf` and `ensure_lora_gguf` pick the converter.
+
 Our own writer (the `gguf` package's GGUFWriter), not llama.cpp's converter script, so that:
 - the output is deterministic (no paths, dates or tool versions in it): every node that converts
   the same HF base gets the same bytes, hence the same sha256;
@@ -286,20 +289,41 @@ def _block_key(gname: str) -> tuple:
 
 
 def default_gguf_path(hf_dir: Path | str) -> Path:
-    return Path(hf_dir) / "gguf" / "model-f32.gguf"
+    """Where the GGUF of an HF base is cached: in the echo-swarm cache, never in the user's model
+    directory (which may be read-only, shared, or a hub snapshot)."""
+    from nodes.models.tiny import cache_root
+
+    key = hashlib.sha256(str(Path(hf_dir).resolve()).encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / key / "model-f32.gguf"
+
+
+def is_llama(hf_dir: Path | str) -> bool:
+    """Whether our own writer converts this base (else llama.cpp's converter does)."""
+    return json.loads((Path(hf_dir) / "config.json").read_text()).get("model_type") in LLAMA_MODEL_TYPES
 
 
 def ensure_base_gguf(hf_dir: Path | str, out: Path | str | None = None) -> Path:
-    """The GGUF of an HF base, converted once and cached (re-made if the HF weights changed)."""
+    """The GGUF of an HF base, converted once and cached (re-made if the HF weights changed):
+    by our writer for Llama, by llama.cpp's converter (llamacpp_tools) for every other architecture,
+    whose output names its base in a `.base-sha256` file beside it."""
     hf_dir = Path(hf_dir)
     out = Path(out) if out else default_gguf_path(hf_dir)
+    pin = out.with_name(out.name + ".base-sha256")
+    digest = hf_base_sha256(hf_dir)
     if out.is_file():
         try:
-            if read_gguf_meta(out).get(KEY_BASE_SHA) == hf_base_sha256(hf_dir):
+            if (pin.read_text() if pin.is_file() else read_gguf_meta(out).get(KEY_BASE_SHA)) == digest:
                 return out
         except (ValueError, OSError):
             pass  # unreadable cache: write it again
-    return export_base_gguf(hf_dir, out)
+    if is_llama(hf_dir):
+        pin.unlink(missing_ok=True)
+        return export_base_gguf(hf_dir, out)
+    from nodes.engines import llamacpp_tools
+
+    llamacpp_tools.convert_base(hf_dir, out)
+    pin.write_text(digest)
+    return out
 
 
 # -- reading and checking ------------------------------------------------------------------------
@@ -446,18 +470,28 @@ def export_lora_gguf(peft_dir: Path | str, out: Path | str, n_head: int, n_head_
     return _write_atomically(out, write)
 
 
-def ensure_lora_gguf(peft_dir: Path | str, n_head: int, n_head_kv: int, out: Path | str | None = None) -> Path:
-    """The adapter's GGUF, converted once next to it (re-made if the safetensors changed)."""
+def ensure_lora_gguf(peft_dir: Path | str, n_head: int, n_head_kv: int, out: Path | str | None = None,
+                     hf_dir: Path | str | None = None) -> Path:
+    """The adapter's GGUF, converted once next to it (re-made if the safetensors changed). For a
+    base that is not a Llama (`hf_dir` says), by llama.cpp's convert_lora_to_gguf.py."""
     peft_dir = Path(peft_dir)
     out = Path(out) if out else peft_dir / "gguf" / "adapter-f32.gguf"
+    weights = file_sha256(peft_dir / "adapter_model.safetensors")
+    pin = out.with_name(out.name + ".adapter-sha256")
     if out.is_file():
         try:
-            if read_gguf_meta(out, (KEY_ADAPTER_SHA,)).get(KEY_ADAPTER_SHA) == file_sha256(
-                    peft_dir / "adapter_model.safetensors"):
+            if (pin.read_text() if pin.is_file() else read_gguf_meta(out, (KEY_ADAPTER_SHA,)).get(KEY_ADAPTER_SHA)) \
+                    == weights:
                 return out
         except (ValueError, OSError):
             pass
-    return export_lora_gguf(peft_dir, out, n_head, n_head_kv)
+    if hf_dir is None or is_llama(hf_dir):
+        return export_lora_gguf(peft_dir, out, n_head, n_head_kv)
+    from nodes.engines import llamacpp_tools
+
+    llamacpp_tools.convert_lora(peft_dir, Path(hf_dir), out)
+    pin.write_text(weights)
+    return out
 
 
 def lora_gguf_bytes(config_json: bytes, weights: bytes, hf_base_dir: Path | str) -> bytes:
@@ -470,5 +504,6 @@ def lora_gguf_bytes(config_json: bytes, weights: bytes, hf_base_dir: Path | str)
     with tempfile.TemporaryDirectory(prefix="echo-lora-") as tmp:
         (Path(tmp) / "adapter_config.json").write_bytes(config_json)
         (Path(tmp) / "adapter_model.safetensors").write_bytes(weights)
-        out = export_lora_gguf(tmp, Path(tmp) / "adapter.gguf", n_head, int(base.get("num_key_value_heads", n_head)))
+        out = ensure_lora_gguf(tmp, n_head, int(base.get("num_key_value_heads", n_head)), Path(tmp) / "adapter.gguf",
+                               hf_dir=hf_base_dir)
         return out.read_bytes()

@@ -189,7 +189,8 @@ class LlamaCppEngine(TimedGeneration):
             self._adapter = None
         else:
             p = Path(peft_dir)
-            path = p if p.suffix == ".gguf" else gguf_export.ensure_lora_gguf(p, self.n_head, self.n_head_kv)
+            path = p if p.suffix == ".gguf" else gguf_export.ensure_lora_gguf(p, self.n_head, self.n_head_kv,
+                                                                              hf_dir=self.hf_dir)
             adapter = L.llama_adapter_lora_init(self.model, str(path).encode())
             if not adapter:
                 raise EngineError(f"llama.cpp cannot load LoRA adapter {path}{_log_tail()}")
