@@ -34,3 +34,47 @@ def test_a_family_base_and_its_lora_agree_across_engines(arch, tmp_path):
         assert err < 1e-3
         assert np.ptp([lp for s in flat for lp in s.logprobs]) > 1.0  # a real distribution, not uniform
     lc.close()
+
+
+@pytest.mark.slow
+def test_a_qwen2_swarm_trains_with_rollouts_on_both_engines(tmp_path, launched):
+    """A run whose base is a Qwen2 checkpoint (a local directory, pinned whole): a trainer, a
+    llama.cpp rollout and a transformers rollout. Both rollouts' chunks pass the trainer's honesty
+    check (llama.cpp's log-probs reproduce under torch) and the run trains."""
+    from conftest import node_events, wait_for
+
+    from crypto.identity import Identity
+    from nodes.models.pinning import base_digest
+    from scenarios.processes import NodeProcess
+    from swarm.manifest import parse_manifest, sign_manifest, write_manifest
+
+    base = build("qwen2", tmp_path / "qwen2")
+    owner = Identity.generate()
+    owner.save(tmp_path / "owner.key")
+    manifest = parse_manifest({
+        "run": {"id": "qwen2", "owner_key_id": owner.key_id},
+        "model": {"base": str(base), "sha256": base_digest(str(base))},
+        "grpo": {"prompts_per_step": 4, "prompts_per_chunk": 2, "group_size": 2, "max_new_tokens": 8,
+                 "steps": 4},
+        "swarm": {"announce_period_s": 1.0, "trainer_keys": [owner.key_id]}})
+    write_manifest(sign_manifest(manifest, owner), tmp_path / "run.toml")
+
+    def start(name, key, role, engine, *peers):
+        args = ["--run", str(tmp_path / "run.toml"), "--key", str(key), "--role", role, "--engine", engine,
+                "--threads", "1", *(["--initial-peers", *peers] if peers else [])]
+        launched.append(proc := NodeProcess(name, tmp_path / name, args).start())
+        return proc
+
+    trainer = start("trainer", tmp_path / "owner.key", "trainer", "transformers")
+    maddr = trainer.wait_joined()
+    rollouts = [start(engine, tmp_path / f"{engine}.key", "rollout", engine, maddr)
+                for engine in ("llamacpp", "transformers")]
+    nodes = [trainer, *rollouts]
+    wait_for(lambda: any(e["kind"] == "done" for e in node_events(trainer, "done")), 300, "the run's 4 steps", nodes)
+    accounting = node_events(trainer, "accounting")[-1]
+    assert accounting["accepted"] >= 8 and "dishonest" not in accounting["rejected"], accounting
+    for rollout in rollouts:
+        engines = {e["engine"] for e in node_events(rollout, "chunk")}
+        assert engines == {rollout.name}, engines
+    sent = {r.name: sum(e["sent"] for e in node_events(r, "chunk")) for r in rollouts}
+    assert all(n > 0 for n in sent.values()), sent
