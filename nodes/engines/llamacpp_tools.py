@@ -112,7 +112,7 @@ def _run_converter(script: Path, args: list[str]) -> None:
 
     sys.argv = [str(script), *args]
     sys.path[:0] = [str(script.parent), str(script.parent / "gguf-py")]
-    import conversion.base as base
+    from conversion import base
 
     recognise = base.TextModel.get_vocab_base_pre
 
