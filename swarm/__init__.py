@@ -2,6 +2,7 @@
 
 Membership and roles
     manifest.py     the signed run manifest: the typed run config and its defaults, declared once
+    trust.py        the owner's signed manifest updates (who may train or roll out, and from when)
     records.py      NodeInfo: the small signed, expiring record a node publishes in the DHT
     validator.py    the DHT record validator (only a run's keys, only owner-signed records)
     membership.py   joining the DHT, publishing our record, reading the live swarm
@@ -13,7 +14,8 @@ The protocol
     messages.py     the small wire messages (status, verdict, adapter request, bundle header)
     chunk.py        the trajectory chunk wire type, its strict decoder and its shape limits
     sync.py         the sync rules: staleness, demand, lookahead, retention (pure functions)
-    versions.py     signed adapter-version records
+    versions.py     signed adapter-version records (in-toto entries of the provenance log)
+    provenance/     the log of entries (RFC 6962), checkpoints and witnesses, its sync, audit, export
     transport/      request/response behind one interface: hivemind P2P streams, or in memory
     adapters/       adapter distribution: files (PEFT dir), delta (exact, compressed), bundle
                     (wire form), store (verified versions on disk), peers (whom to ask, with
