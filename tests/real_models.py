@@ -35,16 +35,25 @@ def bpe_tokenizer():
 
 
 def build(arch: str, out: Path, seed: int = 0) -> Path:
-    """A tiny `arch` model ('qwen2', 'qwen3') in `out`, bf16, with its tokenizer."""
+    """A tiny `arch` model ('qwen2', 'qwen3', 'mistral') in `out`, bf16, with its tokenizer. (Gemma's
+    converter needs a SentencePiece tokenizer.model: not built here yet.)"""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
     tok = bpe_tokenizer()
     common = {"vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
               "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "bos_token_id": None}
     classes = {"qwen2": (Qwen2Config, Qwen2ForCausalLM, {"tie_word_embeddings": True}),
-               "qwen3": (Qwen3Config, Qwen3ForCausalLM, {"tie_word_embeddings": False, "head_dim": 24})}
+               "qwen3": (Qwen3Config, Qwen3ForCausalLM, {"tie_word_embeddings": False, "head_dim": 24}),
+               "mistral": (MistralConfig, MistralForCausalLM, {"tie_word_embeddings": False})}
     config_cls, model_cls, extra = classes[arch]
     torch.manual_seed(seed)
     model = model_cls(config_cls(**common, **extra)).eval()

@@ -1,4 +1,4 @@
-"""Real model families on both engines: a Qwen2 and a Qwen3 base (built locally, bf16, BPE
+"""Real model families on both engines: Qwen2, Qwen3 and Mistral bases (built locally, bf16, BPE
 tokenizer) are converted by llama.cpp's own converter, and llama.cpp agrees with transformers on
 every log-prob, with and without a LoRA adapter (converted the same way).
 
@@ -13,7 +13,7 @@ from conftest import save_lora
 from real_models import build
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "mistral"])
 def test_a_family_base_and_its_lora_agree_across_engines(arch, tmp_path):
     from nodes.engines import SamplingParams, make_engine
     from nodes.engines.gguf_export import read_gguf_meta
@@ -21,7 +21,9 @@ def test_a_family_base_and_its_lora_agree_across_engines(arch, tmp_path):
     base = build(arch, tmp_path / arch)
     hf = make_engine("transformers", str(base), device="cpu")
     lc = make_engine("llamacpp", str(base), device="cpu")
-    assert read_gguf_meta(lc.gguf_path)["general.architecture"] == arch  # llama.cpp's converter wrote it
+    # llama.cpp's converter wrote it (our own writer does Llama only): Mistral runs as llama.cpp's "llama"
+    assert read_gguf_meta(lc.gguf_path)["general.architecture"] == {"mistral": "llama"}.get(arch, arch)
+    assert lc.gguf_path.with_name(lc.gguf_path.name + ".base-sha256").is_file()
     assert lc.tokenizer("sort the digits 31415")["input_ids"] == hf.tokenizer("sort the digits 31415")["input_ids"]
     prompts = ["sort the digits 31415", "what is two plus two?", "hello world, the quick"]
     for adapter in (None, save_lora(base, tmp_path / "lora", seed=0)):
