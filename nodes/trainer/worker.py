@@ -136,11 +136,21 @@ class TrainerWorker:
         elif head is not None:
             from swarm.adapters.files import load_version
 
+            source = head
             if self.store.latest() is None or self.store.latest().version != head.version:
-                self._fetch(head.version)
-            self.policy.set_adapter_tensors(load_version(self.store.path(head.version), head.adapter_sha256))
+                try:
+                    self._fetch(head.version)
+                except RuntimeError as e:
+                    # The head's files died with its trainer (a follower had its entry, not yet its
+                    # files): go on from the newest weights we hold, as the next version of the
+                    # same chain (its entry names the head as parent), never as a second history.
+                    source = self.store.latest()
+                    if source is None:
+                        raise
+                    log.warning("%s; continuing from v%d's weights as v%d", e, source.version, head.version + 1)
+            self.policy.set_adapter_tensors(load_version(self.store.path(source.version), source.adapter_sha256))
             self.policy.step = head.version
-            log.info("taking over training from adapter v%d, the head of the verified log", head.version)
+            log.info("taking over training from adapter v%d, the head of the verified log", source.version)
         if head is not None and ctx.log.checkpoint_size != ctx.log.size:  # servable to witnesses at once
             ctx.log.set_checkpoint(checkpoints.sign(ctx.log, ctx.identity), ctx.log.size)
         if head is None or head.version != self.step:
