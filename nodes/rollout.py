@@ -37,6 +37,7 @@ repeating = Throttled(log)
 POLL_S = 0.05
 """How long a rollout waits before asking again when the trainer has enough data."""
 SPOOL_FULL_WAIT_S = 1.0
+LEARN_EVERY_S = 5.0
 """Pause after spooling into a full spool: no trainer for a while, refresh the spool slowly."""
 
 
@@ -62,6 +63,7 @@ class RolloutWorker:
         self.engine_version = -1  # the adapter version the engine runs
         self.witness_s = 0.0  # witnessing CPU time not yet reported in a ChunkEvent
         self.witness_lock = threading.Lock()
+        self.asked_at: dict[str, float] = {}  # peer -> when we last asked its log (see _learn_from)
         self.behind: tuple[int, str | None] = (-1, None)  # the last `told` that was behind us, and checked
         self.need = 1  # groups the trainer can still use, as of its last reply
         self.told: tuple[int, str | None] = (-1, None)  # (trainer's version, its peer id) as of its last reply
@@ -165,6 +167,15 @@ class RolloutWorker:
             with self.witness_lock:
                 self.witness_s += time.thread_time() - started
 
+    def _learn_from(self, peer: str) -> None:
+        """The node our roles name trainer says it is not: it may know a manifest update we lack
+        (one that moved training elsewhere). Its log reply carries the owner's updates; asked at
+        most once per LEARN_EVERY_S per peer."""
+        now = time.monotonic()
+        if now - self.asked_at.get(peer, -LEARN_EVERY_S) >= LEARN_EVERY_S:
+            self.asked_at[peer] = now
+            self._witness([peer])
+
     def _take_witness_s(self) -> float:
         with self.witness_lock:
             spent, self.witness_s = self.witness_s, 0.0
@@ -227,6 +238,8 @@ class RolloutWorker:
                 repeating.info(f"deliver/{trainer.peer_id}", "could not deliver to trainer %s: %s", trainer.peer_id[-8:],
                                e)
                 continue
+            if verdict.reason == Reason.NOT_TRAINER:
+                self._learn_from(trainer.peer_id)
             if verdict.reason in (Reason.NOT_TRAINER, Reason.BUSY, Reason.RATE_LIMITED):
                 repeating.info(f"busy/{trainer.peer_id}/{verdict.reason}", "trainer %s is not taking chunks now (%s)",
                                trainer.peer_id[-8:], verdict.reason)
