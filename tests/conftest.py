@@ -323,3 +323,21 @@ def trust_root(run_id: str, digest: str, trainer_keys: tuple = (), open_training
     manifest = parse_manifest({"run": {"id": run_id, "owner_key_id": "0" * 64},
                                "swarm": {"trainer_keys": list(trainer_keys), "open_training": open_training}})
     return TrustRoot(SignedManifest(manifest, digest, b"\0" * 32))
+
+
+def assert_engines_agree(hf, lc, prompts: list[str], lora_dir: Path, what: str, max_new_tokens: int = 16) -> None:
+    """llama.cpp reproduces every log-prob the transformers engine sampled (within 1e-3), on the
+    base and with a random LoRA, and the distribution is a real one (not uniform)."""
+    import numpy as np
+
+    from nodes.engines import SamplingParams
+
+    for adapter in (None, lora_dir):
+        for eng in (hf, lc):
+            eng.set_adapter(1 if adapter else None, adapter)
+        flat = [s for g in hf.generate(prompts, 3, SamplingParams(max_new_tokens=max_new_tokens), seed=2) for s in g]
+        scored = lc.score([s.prompt_ids for s in flat], [s.completion_ids for s in flat])
+        err = max(abs(a - b) for s, r in zip(flat, scored) for a, b in zip(s.logprobs, r))
+        print(f"{what}, adapter={adapter is not None}: max |dlogp| = {err:.2e}")
+        assert err < 1e-3
+        assert np.ptp([lp for s in flat for lp in s.logprobs]) > 1.0

@@ -7,15 +7,14 @@ with "GGUF export supports Llama-architecture models only" (and then sat in the 
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from conftest import save_lora
+from conftest import assert_engines_agree, save_lora
 from real_models import build
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3", "mistral"])
 def test_a_family_base_and_its_lora_agree_across_engines(arch, tmp_path):
-    from nodes.engines import SamplingParams, make_engine
+    from nodes.engines import make_engine
     from nodes.engines.gguf_export import read_gguf_meta
 
     base = build(arch, tmp_path / arch)
@@ -26,15 +25,7 @@ def test_a_family_base_and_its_lora_agree_across_engines(arch, tmp_path):
     assert lc.gguf_path.with_name(lc.gguf_path.name + ".base-sha256").is_file()
     assert lc.tokenizer("sort the digits 31415")["input_ids"] == hf.tokenizer("sort the digits 31415")["input_ids"]
     prompts = ["sort the digits 31415", "what is two plus two?", "hello world, the quick"]
-    for adapter in (None, save_lora(base, tmp_path / "lora", seed=0)):
-        for eng in (hf, lc):
-            eng.set_adapter(1 if adapter else None, adapter)
-        flat = [s for g in hf.generate(prompts, 3, SamplingParams(max_new_tokens=16), seed=2) for s in g]
-        scored = lc.score([s.prompt_ids for s in flat], [s.completion_ids for s in flat])
-        err = max(abs(a - b) for s, r in zip(flat, scored) for a, b in zip(s.logprobs, r))
-        print(f"{arch}, adapter={adapter is not None}: max |dlogp| = {err:.2e}")
-        assert err < 1e-3
-        assert np.ptp([lp for s in flat for lp in s.logprobs]) > 1.0  # a real distribution, not uniform
+    assert_engines_agree(hf, lc, prompts, save_lora(base, tmp_path / "lora", seed=0), arch)
     lc.close()
 
 

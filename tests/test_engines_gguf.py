@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_lora
+from conftest import assert_engines_agree, save_lora
 
 from nodes.engines import EngineError
 from nodes.engines import gguf_export as G
@@ -241,7 +241,7 @@ def test_general_llama_layouts_agree_across_engines(tmp_path):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from nodes.engines import SamplingParams, make_engine
+    from nodes.engines import make_engine
     from nodes.models.tiny import build_tokenizer
 
     tok = build_tokenizer()
@@ -268,13 +268,6 @@ def test_general_llama_layouts_agree_across_engines(tmp_path):
     lc = make_engine("llamacpp", str(tmp_path / "m"), device="cpu")
     assert "output.weight" in _tensor_names(lc.gguf_path) and "rope_freqs.weight" in _tensor_names(lc.gguf_path)
     prompts = ["31415926>", "2>", "hello world, 1+2=3 and more text>"]
-    for adapter in (None, save_lora(tmp_path / "m", tmp_path / "lora", seed=0)):
-        for eng in (hf, lc):
-            eng.set_adapter(1 if adapter else None, adapter)
-        flat = [s for g in hf.generate(prompts, 3, SamplingParams(max_new_tokens=24), seed=2) for s in g]
-        scored = lc.score([s.prompt_ids for s in flat], [s.completion_ids for s in flat])
-        err = max(abs(a - b) for s, r in zip(flat, scored) for a, b in zip(s.logprobs, r))
-        print(f"general llama layout, adapter={adapter is not None}: max |dlogp| = {err:.2e}")
-        assert err < 1e-3
-        assert np.ptp([lp for s in flat for lp in s.logprobs]) > 1.0
+    assert_engines_agree(hf, lc, prompts, save_lora(tmp_path / "m", tmp_path / "lora", seed=0),
+                         "general llama layout", max_new_tokens=24)
     lc.close()
