@@ -60,6 +60,7 @@ class Membership:
         self.member_allowed = member_allowed or signed.manifest.member_allowed
         self.validator = RunRecordValidator(signed.digest, nodes_key(signed))
         self._read_rejections: dict[str, int] = {}
+        self._last_records: list[NodeInfo] = []
         self._kwargs = {
             "host_maddrs": listen,
             "announce_maddrs": announce,
@@ -113,8 +114,12 @@ class Membership:
         try:
             found = future.result(timeout=CALL_TIMEOUT_S)
         except Exception as e:  # noqa: BLE001 - a failed DHT call must not stop the announce loop
+            # A read that times out under load says nothing about who left: keep what we last
+            # saw until its records expire, instead of losing sight of the trainer for a period.
             log.warning("reading the swarm failed: %r", e)
-            found = None
+            now = time.time()
+            kept = [r for r in self._last_records if r.expires_at >= now and self.member_allowed(r.key_id)]
+            return SwarmView(kept, self.rejections())
         now = time.time()
         records: dict[str, NodeInfo] = {}
         if found is not None and isinstance(found.value, dict):
@@ -133,7 +138,8 @@ class Membership:
                     self._count(Reason.NOT_MEMBER)
                     continue
                 records[info.peer_id] = info
-        return SwarmView(sorted(records.values(), key=lambda r: r.peer_id), self.rejections())
+        self._last_records = sorted(records.values(), key=lambda r: r.peer_id)
+        return SwarmView(self._last_records, self.rejections())
 
     def _count(self, reason: Reason) -> None:
         self._read_rejections[reason.value] = self._read_rejections.get(reason.value, 0) + 1

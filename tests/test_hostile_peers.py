@@ -255,7 +255,7 @@ def test_floods_from_many_keys_do_not_starve_the_honest_rollout(swarm):
             client.transport._run(burst(client.transport.p2p, 200), timeout=60)
             sent["status"] += 200
 
-    target_peer = sybils[0].trainer().peer_id
+    target_peer = wait_for(sybils[0].trainer, 30, "sybil0 to see the trainer", [trainer]).peer_id
     threads = [threading.Thread(target=flood_chunks, args=(c, 1000 * i), daemon=True) for i, c in enumerate(sybils)]
     threads.append(threading.Thread(target=flood_status, args=(sybils[0],), daemon=True))
     rejected_before = dict(node_events(trainer, "accounting")[-1]["rejected"])

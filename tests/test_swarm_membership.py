@@ -159,3 +159,39 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def test_a_timed_out_swarm_read_keeps_the_records_still_valid(tmp_path):
+    """Under load a DHT read can time out; that says nothing about who left. Before, the view
+    came back empty for a period (a client in a CI run lost sight of the trainer); now the records
+    we last saw stand until their own expiry."""
+    from concurrent.futures import Future
+
+    from conftest import write_signed_run
+    from crypto.identity import Identity
+    from swarm.manifest import load_manifest
+    from swarm.membership import Membership
+    from test_records import record_of
+
+    signed = load_manifest(write_signed_run(tmp_path, "view"))
+    me = Identity.generate()
+    membership = Membership(signed, me, listen=["/ip4/127.0.0.1/tcp/0"], identity_dir=tmp_path)
+    membership.start()
+    try:
+        now = time.time()
+        info = record_of(me, signed.digest, issued_at=now, expires_at=now + 3)
+        assert membership.publish(info)
+        assert [r.peer_id for r in membership.view().records] == [membership.peer_id]
+
+        def timed_out_read(*args, **kwargs):
+            future = Future()
+            future.set_exception(TimeoutError("slow DHT under load"))
+            return future
+
+        real_get, membership.dht.get = membership.dht.get, timed_out_read
+        assert [r.peer_id for r in membership.view().records] == [membership.peer_id]
+        time.sleep(max(0.0, info.expires_at - time.time()) + 0.1)
+        assert membership.view().records == []  # ...but never past the record's own expiry
+        membership.dht.get = real_get
+    finally:
+        membership.shutdown()
