@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("auto", "transformers", "llamacpp"), default="auto",
                    help="rollout engine (auto: llama.cpp when installed, else transformers)")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for the engine / trainer")
+    s.add_argument("--base-gguf", default=None, metavar="FILE",
+                   help="as rollout (llama.cpp), sample from this GGUF copy of the base, e.g. a Q8_0 or Q4_K_M "
+                        "one for a laptop: checked against the manifest's probe before it generates")
     s.add_argument("--scoring-copy", action="store_true",
                    help="as trainer, keep a second copy of the base to check chunks while training (faster "
                         "intake, twice the memory; default: one copy, used in turn)")

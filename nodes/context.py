@@ -37,6 +37,8 @@ class WorkerContext:
     scoring_copy: bool = False
     """A trainer keeps a second copy of the base to check chunks while it trains (faster intake,
     twice the memory); by default one copy serves both, in turn."""
+    base_gguf: Path | None = None
+    """A rollout samples from this GGUF copy of the base (checked against the manifest's probe)."""
 
     @property
     def manifest(self) -> RunManifest:

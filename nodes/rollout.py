@@ -41,15 +41,38 @@ LEARN_EVERY_S = 5.0
 """Pause after spooling into a full spool: no trainer for a while, refresh the spool slowly."""
 
 
+def make_rollout_engine(ctx: WorkerContext, engine_kind: str):
+    """(engine, base format): the manifest's pinned base, or the node's `--base-gguf` copy of it once
+    it reproduces the manifest's probe within its format's tolerance (BaseError otherwise)."""
+    from nodes.engines import make_engine
+    from nodes.engines.formats import gguf_format
+    from nodes.models import BaseError, resolve_base
+    from nodes.models.probe import check_probe
+
+    m = ctx.manifest
+    if ctx.base_gguf is None:
+        return make_engine(engine_kind, resolve_base(m.model.base, m.model.sha256), threads=ctx.threads), "f32"
+    try:
+        fmt = gguf_format(ctx.base_gguf)
+    except ValueError as e:
+        raise BaseError(str(e)) from None
+    try:  # prompts are encoded with the base's own tokenizer when it is here, else the GGUF's copy
+        tokenizer = resolve_base(m.model.base, m.model.sha256)
+    except BaseError:
+        tokenizer = None
+    engine = make_engine("llamacpp", str(ctx.base_gguf), threads=ctx.threads, tokenizer=tokenizer)
+    mean, worst = check_probe(engine, m.model.probe, fmt, f"--base-gguf {ctx.base_gguf}")
+    log.info("base GGUF %s (%s) matches the manifest's probe: mean %.4f, worst %.4f", ctx.base_gguf, fmt, mean, worst)
+    return engine, fmt
+
+
 class RolloutWorker:
     def __init__(self, ctx: WorkerContext, engine_kind: str):
-        from nodes.engines import make_engine
-        from nodes.models import resolve_base
         from nodes.tasks import make_task
 
         m = ctx.manifest
         self.ctx = ctx
-        self.engine = make_engine(engine_kind, resolve_base(m.model.base, m.model.sha256), threads=ctx.threads)
+        self.engine, self.weights = make_rollout_engine(ctx, engine_kind)
         self.task = make_task(m.task.name, m.task.options)
         self.seed = int(hashlib.sha256(f"{m.run.seed}/{ctx.identity.key_id}".encode()).hexdigest()[:8], 16)
         self.prompts = self.task.prompts(self.seed)
@@ -219,7 +242,8 @@ class RolloutWorker:
         chunk = TrajectoryChunk(
             run_id=m.run.id, chunk_id=new_chunk_id(), producer_key_id=self.ctx.identity.key_id,
             policy_version=version, task=self.task.name,
-            sampling={"temperature": g.temperature, "max_new_tokens": g.max_new_tokens}, created_at=time.time(),
+            sampling={"temperature": g.temperature, "max_new_tokens": g.max_new_tokens, "weights": self.weights},
+            created_at=time.time(),
             groups=tuple(TrajectoryGroup.from_samples(s) for s in groups),
         )
         tokens = sum(len(s.completion_ids) for group in groups for s in group)

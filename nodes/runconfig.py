@@ -43,7 +43,8 @@ def build_manifest(
 
     Sections left out (None) are the section's defaults. `model.sha256` is filled in when empty:
     the digest of the base's weights, configs and tokenizer (`nodes.models.pinning`; builds the
-    embedded tiny model on first use, ~10-30 s). A base that cannot be found is refused. Any
+    embedded tiny model on first use, ~10-30 s); `model.probe` too (the base's own sample, for
+    rollouts on a GGUF copy). A base that cannot be found is refused. Any
     problem is a ManifestError naming the field.
     """
 
@@ -58,7 +59,20 @@ def build_manifest(
         except BaseError as e:
             raise ManifestError(f"model.base: {e}") from None
         manifest = dataclasses.replace(manifest, model=pinned)
+    if not manifest.model.probe:
+        manifest = dataclasses.replace(manifest, model=dataclasses.replace(manifest.model, probe=base_probe(manifest)))
     return manifest
+
+
+def base_probe(manifest: RunManifest) -> dict:
+    """The base's samples on the task's first prompts (`nodes.models.probe`), for GGUF rollouts."""
+    from nodes.models.pinning import base_dir
+    from nodes.models.probe import PROBE_PROMPTS, make_probe
+    from nodes.tasks import make_task
+
+    task = make_task(manifest.task.name, dict(manifest.task.options))
+    prompts = [p.text for p, _ in zip(task.prompts(0), range(PROBE_PROMPTS))]
+    return make_probe(base_dir(manifest.model.base), manifest.model.sha256, prompts, task.chat_template)
 
 
 def pinned_task(task: TaskSection) -> TaskSection:

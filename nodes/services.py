@@ -33,7 +33,8 @@ NOT_TRAINER = Verdict(ok=False, reason=Reason.NOT_TRAINER.value, need=0, version
 
 
 class NodeServices:
-    def __init__(self, node, engine_kind: str, threads: int | None, scoring_copy: bool = False):
+    def __init__(self, node, engine_kind: str, threads: int | None, scoring_copy: bool = False,
+                 base_gguf: Path | None = None):
         self.node = node
         self.engine_kind = engine_kind
         workdir, sync = Path(node.options.workdir), node.signed.manifest.sync
@@ -43,6 +44,7 @@ class NodeServices:
             store=AdapterStore(workdir / "adapters", node.signed.digest, keep=versions_kept(sync.mode, sync.staleness)),
             log=ProvenanceLog(workdir / "provenance", node.trust),
             metrics=MetricsLog(workdir / "metrics.jsonl"), threads=threads, scoring_copy=scoring_copy,
+            base_gguf=base_gguf,
         )
         self.worker = None
         self.trainer = None  # the worker, while it is a TrainerWorker

@@ -61,6 +61,9 @@ _META_FIELDS = {
     "sampling", "created_at",
 }
 _SAMPLING_FIELDS = {"temperature", "max_new_tokens"}
+BASE_FORMATS = ("f32", "f16", "bf16", "q8_0", "q4_k_m")
+"""`sampling.weights`: the format of the base the samples were drawn from (absent: f32). The
+trainer judges the claimed log-probs with that format's measured tolerance."""
 
 
 
@@ -238,8 +241,12 @@ def _f32_tuple(value: Any) -> tuple[float, ...]:
 
 
 def _check_sampling(value: Any) -> dict:
-    if not isinstance(value, dict) or set(value) != _SAMPLING_FIELDS:
-        raise ChunkRejected(Reason.SCHEMA, f"sampling must have exactly {sorted(_SAMPLING_FIELDS)}")
+    if not isinstance(value, dict) or set(value) - {"weights"} != _SAMPLING_FIELDS:
+        raise ChunkRejected(Reason.SCHEMA, f"sampling must have exactly {sorted(_SAMPLING_FIELDS)} "
+                                           "and optionally weights")
+    weights = value.get("weights", "f32")
+    if weights not in BASE_FORMATS:
+        raise ChunkRejected(Reason.SCHEMA, f"sampling.weights must be one of {BASE_FORMATS}")
     temp, max_new = value["temperature"], value["max_new_tokens"]
     if type(temp) is int:
         temp = float(temp)
@@ -247,7 +254,8 @@ def _check_sampling(value: Any) -> dict:
         raise ChunkRejected(Reason.SCHEMA, "sampling.temperature must be a float in (0, 100]")
     if type(max_new) is not int or not 1 <= max_new <= 1 << 20:
         raise ChunkRejected(Reason.SCHEMA, "sampling.max_new_tokens must be a positive int")
-    return {"temperature": temp, "max_new_tokens": max_new}
+    checked = {"temperature": temp, "max_new_tokens": max_new}
+    return checked if "weights" not in value else {**checked, "weights": weights}
 
 
 def _offsets(lengths: Sequence[int]) -> np.ndarray:

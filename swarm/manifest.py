@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import math
 import os
 import re
 import sys
@@ -69,8 +70,10 @@ class ModelSection:
     sha256: str = ""
     """Digest of the base: every weight shard, config and tokenizer file (nodes.models.pinning);
     `swarm init` fills it in and nodes refuse a base that differs."""
-    gguf: str = ""
-    """Optional GGUF file of the same base for llama.cpp nodes (its own digest is checked)."""
+    probe: dict = field(default_factory=dict)
+    """The base's own samples on fixed prompts (prompt_ids, completion_ids, logprobs; f32): a
+    rollout given a GGUF copy of the base (`--base-gguf`, e.g. quantized) reproduces it within its
+    format's tolerance before it generates (`nodes.models.probe`). `swarm init` fills it in."""
 
 
 @dataclass(frozen=True)
@@ -296,11 +299,32 @@ def _coerce(where: str, value: Any, default: Any) -> Any:
     return value
 
 
+def _probe_ok(probe: dict) -> bool:
+    if not probe:
+        return True
+    if set(probe) != {"prompt_ids", "completion_ids", "logprobs"}:
+        return False
+    prompts, completions, logprobs = probe["prompt_ids"], probe["completion_ids"], probe["logprobs"]
+
+    def ids(x) -> bool:
+        return isinstance(x, list) and 1 <= len(x) <= 4096 and all(type(t) is int and t >= 0 for t in x)
+
+    def lps(x, c) -> bool:
+        return isinstance(x, list) and len(x) == len(c) and all(
+            type(v) in (int, float) and math.isfinite(v) and v <= 0 for v in x)
+
+    return (all(isinstance(x, list) and 1 <= len(x) <= 64 for x in (prompts, completions, logprobs))
+            and len(prompts) == len(completions) == len(logprobs)
+            and all(ids(p) and ids(c) and lps(lp, c) for p, c, lp in zip(prompts, completions, logprobs)))
+
+
 def _check(m: RunManifest) -> None:
     rules = [
         (_RUN_ID.match(m.run.id), "run.id must be 1-64 letters, digits, '.', '_' or '-'"),
         (_HEX64.match(m.run.owner_key_id), "run.owner_key_id must be 64 hex characters"),
         (not m.model.sha256 or _HEX64.match(m.model.sha256), "model.sha256 must be 64 hex characters"),
+        (_probe_ok(m.model.probe), "model.probe must be empty or hold prompt_ids and completion_ids (lists of "
+                                   "token id lists) and logprobs (a number <= 0 per completion token)"),
         (m.sync.mode in SYNC_MODES, f"sync.mode must be one of {SYNC_MODES}"),
         (m.sync.staleness >= 0, "sync.staleness must be >= 0"),
         (m.sync.publish_every >= 1, "sync.publish_every must be >= 1"),

@@ -8,6 +8,7 @@ Tests that use `launched` must be marked `slow` (`make test-fast` leaves them ou
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -236,9 +237,12 @@ def write_signed_run(tmp: Path, run_id: str, **sections) -> Path:
     from nodes.models.pinning import base_digest
     from swarm.manifest import parse_manifest, sign_manifest, write_manifest
 
+    from nodes.runconfig import base_probe
+
     owner = Identity.generate()
     manifest = parse_manifest({"run": {"id": run_id, "owner_key_id": owner.key_id},
                                "model": {"base": "tiny", "sha256": base_digest("tiny")}, **sections})
+    manifest = dataclasses.replace(manifest, model=dataclasses.replace(manifest.model, probe=base_probe(manifest)))
     write_manifest(sign_manifest(manifest, owner), tmp / "run.toml")
     return tmp / "run.toml"
 
@@ -297,21 +301,9 @@ def start_node(launched: list, out: Path, run: Path, name: str, role: str, engin
 
 def save_lora(base_dir: Path, out: Path, seed: int, r: int = 8, alpha: int = 16, **lora) -> Path:
     """A random LoRA with non-zero B (a fresh PEFT LoRA has B = 0, i.e. is the base)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from nodes.models.random_lora import save_random_lora
 
-    from nodes.trainer.policy import LORA_TARGETS
-
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(LORA_TARGETS), **lora))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in peft.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    peft.save_pretrained(out)
-    return out
+    return save_random_lora(base_dir, out, seed, r, alpha, **lora)
 
 
 def trust_root(run_id: str, digest: str, trainer_keys: tuple = (), open_training: bool = False):

@@ -141,8 +141,9 @@ def test_build_manifest_fills_in_the_section_defaults_and_pins_the_base(digests)
     from nodes.runconfig import build_manifest
 
     m = build_manifest(RunSection(id="x", owner_key_id=KEY))
-    assert m == RunManifest(run=RunSection(id="x", owner_key_id=KEY), model=ModelSection(sha256=SHA))
+    assert m == RunManifest(run=RunSection(id="x", owner_key_id=KEY), model=ModelSection(sha256=SHA, probe=m.model.probe))
     assert digests == ["tiny"]
+    assert len(m.model.probe["prompt_ids"]) == 8  # the base's own samples, for GGUF rollouts (test_quantized)
     pinned = build_manifest(RunSection(id="x", owner_key_id=KEY), model=ModelSection(base="tiny", sha256="c" * 64))
     assert pinned.model.sha256 == "c" * 64 and digests == ["tiny"]  # a given digest is kept
 

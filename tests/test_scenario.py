@@ -118,7 +118,7 @@ def test_scenario_manifest_carries_the_settings_and_the_manifests_defaults(no_ba
     assert (m.run.id, m.run.owner_key_id, m.run.seed) == ("t", "a" * 64, 5)
     assert m.sync == SyncSection(mode="sequential", staleness=0, publish_every=2)
     assert m.grpo == GrpoSection(steps=7) and m.swarm == SwarmSection(announce_period_s=1.5)
-    assert (m.task, m.model) == (TaskSection(), ModelSection())
+    assert (m.task, m.model) == (TaskSection(), ModelSection(probe=m.model.probe))
 
 
 def test_a_task_the_nodes_cannot_build_is_a_scenario_error(no_base_digest, tmp_path):

@@ -368,6 +368,51 @@ def test_a_trainer_whose_checkpoint_the_swarm_has_passed_continues_from_the_newe
     assert {r.trainer_key_id for r in a2.ctx.log.records} == {a_id.key_id, b_id.key_id}
 
 
+def test_a_successor_whose_head_files_died_publishes_the_next_version_at_once(tmp_path):
+    """A follower holds the log up to A's v4 but only v2's files when A dies (v4's files died with
+    it). It continues from v2's weights as v5, the next version of the same chain, and publishes v5
+    at once: before, it sat at step 4 serving v2 and refused every v2 chunk as no longer held, while
+    the rollouts waited for a version that needed their chunks first (a clean-clone CI run stalled)."""
+    from crypto.identity import Identity
+    from swarm.adapters.files import load_version
+    from swarm.adapters.store import AdapterStore
+    from swarm.manifest import load_manifest
+    from swarm.provenance.sync import LogRequest, apply_reply, log_reply
+
+    scenario = Scenario(Settings(name="lostfiles", steps=8, publish_every=2),
+                        (NodeSpec("a", role="trainer", engine="transformers"),
+                         NodeSpec("b", role="trainer", engine="transformers")))
+    run, _ = prepare(scenario, tmp_path / "run")
+    signed = load_manifest(run)
+    a_id, b_id = (Identity.load(tmp_path / "run" / "keys" / f"{n}.key") for n in ("a", "b"))
+    samples, old = [((5, 6, 7), (8, 9)), ((5, 6, 7), (9, 8))], [[-1.0, -1.0], [-1.0, -1.0]]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _trainer_in_process(tmp_path / "a", signed, a_id)
+    for _ in range(2):
+        for _ in range(2):
+            a.policy.train_step(samples, [[1.0, 0.0]], old)
+        a._publish()
+    assert a.store.latest().version == 4
+
+    import torch
+
+    b_store, b_log = AdapterStore(tmp_path / "b" / "adapters", signed.digest), log_of(tmp_path / "b", signed)
+    assert apply_reply(b_log, log_reply(a.ctx.log, LogRequest(have=0).encode()))  # entries up to v4 ...
+    v2 = None
+    for v in (0, 2):
+        v2 = b_store.accept(a.store.bundle(v), want_version=v, log=b_log)  # ... files up to v2
+    b = _trainer_in_process(tmp_path / "b", signed, b_id, b_store, b_log)
+
+    v5 = b.store.latest()
+    assert (v5.version, v5.parent_version, v5.trainer_key_id) == (5, 4, b_id.key_id)
+    assert b.step == 5 and b.status().version == 5  # what rollouts are told to fetch
+    weights = load_version(b_store.path(5), v5.adapter_sha256)
+    assert all(torch.equal(weights[k], t) for k, t in load_version(b_store.path(2), v2.adapter_sha256).items())
+    assert 2 in b.versions  # the rollouts' in-flight v2 chunks are still checked, not refused as stale
+    assert [r.version for r in b.ctx.log.records] == [0, 2, 4, 5]
+
+
 @pytest.mark.parametrize("killed", ["before_version_write", "after_version_write"])
 def test_kill_around_publication_leaves_one_consistent_version(tmp_path, killed):
     """The narrow window of a publication: the checkpoint is written first, then the version. A kill

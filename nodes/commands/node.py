@@ -48,6 +48,7 @@ def check_arguments(args) -> None:
 
 def run(args) -> int:
     check_arguments(args)
+    role, engine_choice = _gguf_rollout(args)
     setup_logging()
     from nodes.memory import fix_mmap_threshold
 
@@ -92,20 +93,22 @@ def run(args) -> int:
         listen=args.listen or [DEFAULT_LISTEN],
         announce=args.announce,
         initial_peers=args.initial_peers,
-        role_pref=args.role,
+        role_pref=role,
         workdir=workdir,
         nat_port_map=args.upnp,
         updates_file=updates_path(args.run),
     )
     hardware = probe_hardware()
-    engine = args.engine if args.engine != "auto" else ("llamacpp" if "llamacpp" in hardware.engines else "transformers")
+    engine = engine_choice if engine_choice != "auto" else (
+        "llamacpp" if "llamacpp" in hardware.engines else "transformers")
     node = Node(signed, identity, options, hardware, decode_speed(), trust=trust)
     runtime = None
     try:
         node.start()
         from nodes.services import NodeServices
 
-        runtime = NodeServices(node, engine, args.threads, scoring_copy=args.scoring_copy)
+        runtime = NodeServices(node, engine, args.threads, scoring_copy=args.scoring_copy,
+                               base_gguf=Path(args.base_gguf) if args.base_gguf else None)
         print(f"node {node.peer_id} key {identity.key_id[:16]} run {manifest.run.id} ({signed.digest[:12]})",
               flush=True)
         for maddr in node.maddrs:
@@ -157,3 +160,19 @@ def _stop_when_orphaned(stop: threading.Event) -> None:
                 stop.set()
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
+def _gguf_rollout(args) -> tuple[str, str]:
+    """(role preference, engine) for `--base-gguf`: a llama.cpp rollout, never a trainer (the
+    trainer needs the base's Hugging Face weights)."""
+    if args.base_gguf is None:
+        return args.role, args.engine
+    path = Path(args.base_gguf)
+    if not path.is_file():
+        raise CliError(f"--base-gguf {path} is not a file: pass a GGUF copy of the manifest's base")
+    if args.role == "trainer":
+        raise CliError("--base-gguf is for rollout nodes (the trainer needs the base's Hugging Face weights): "
+                       "drop it, or use --role rollout")
+    if args.engine == "transformers":
+        raise CliError("--base-gguf runs on llama.cpp: drop --engine transformers")
+    return "rollout", "llamacpp"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from crypto.envelope import verify_envelope
 from crypto.errors import CryptoError, SealError
 from crypto.sealing import open_sealed
+from nodes.engines.formats import TOLERANCES, mismatch
 from nodes.tasks.base import completion_text
 from nodes.trainer.policy import micro_batches as _micro_batches
 from swarm.chunk import CHUNK_TYPE, ChunkLimits, TrajectoryChunk, chunk_digest, decode_chunk
@@ -22,8 +23,6 @@ from swarm.versions import ChunkAttestation
 
 SCORE_BATCH_TOKENS = 8192
 """Rows x padded width per forward of the honesty check: bounds its memory whatever the chunk."""
-HONESTY_TOLERANCE = 0.05
-"""Max |claimed - recomputed| token log-prob. Engines agree to ~1e-3 in f32; forgeries are far off."""
 
 
 @dataclass
@@ -74,10 +73,14 @@ def micro_batches(lengths: list[int], max_tokens: int = SCORE_BATCH_TOKENS) -> l
 
 
 def check_honesty(chunk: TrajectoryChunk, recomputed: list[list[float]]) -> None:
-    claimed = [lp for g in chunk.groups for lp in g.logprobs]
-    worst = max((abs(a - b) for c, r in zip(claimed, recomputed) for a, b in zip(c, r)), default=0.0)
-    if worst > HONESTY_TOLERANCE:
-        raise ChunkRejected(Reason.DISHONEST, f"v{chunk.policy_version}: claimed log-probs differ from the policy's by {worst:.3f}")
+    """The claimed log-probs reproduce under the claimed version, within the tolerance measured
+    for the base format the rollout says it sampled from (f32 engines agree to ~1e-3; a Q4_K_M
+    copy strays further; forgeries far more: `nodes.engines.formats`)."""
+    fmt = chunk.sampling.get("weights", "f32")
+    mean, worst = mismatch([lp for g in chunk.groups for lp in g.logprobs], recomputed)
+    if not TOLERANCES[fmt].admits(mean, worst):
+        raise ChunkRejected(Reason.DISHONEST, f"v{chunk.policy_version} ({fmt}): claimed log-probs differ from the "
+                                              f"policy's by {mean:.3f} on average, {worst:.3f} at worst")
 
 
 def recompute_rewards(chunk: TrajectoryChunk, tokenizer, task, prompts: PromptIndex | None = None

@@ -150,6 +150,11 @@ class TrainerWorker:
                     log.warning("%s; continuing from v%d's weights as v%d", e, source.version, head.version + 1)
             self.policy.set_adapter_tensors(load_version(self.store.path(source.version), source.adapter_sha256))
             self.policy.step = head.version
+            if source is not head:
+                # Published at once (below): rollouts hold `source` or older and would otherwise wait
+                # for a version that needs their chunks first. Their in-flight chunks stay checkable.
+                self.versions[source.version] = self.policy.adapter_tensors()
+                self.policy.step = head.version + 1
             log.info("taking over training from adapter v%d, the head of the verified log", source.version)
         if head is not None and ctx.log.checkpoint_size != ctx.log.size:  # servable to witnesses at once
             ctx.log.set_checkpoint(checkpoints.sign(ctx.log, ctx.identity), ctx.log.size)
