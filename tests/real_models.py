@@ -1,5 +1,6 @@
-"""Real-architecture models built locally: random weights, a byte-level BPE tokenizer trained here
-with the family's own pre-tokenizer and chat template, bf16 weights. No hub, no download.
+"""Real-architecture models built locally: random weights, a tokenizer trained here (byte-level BPE
+with Qwen's pre-tokenizer and ChatML; for Gemma a SentencePiece model with byte fallback and its
+turn template), bf16 weights, optionally sharded. No hub, no download.
 
 Small (2 layers, hidden 64) so a test converts and runs them in seconds; the same code paths as
 the released checkpoints of each family (config class, tensor names, tokenizer type).
@@ -34,11 +35,40 @@ def bpe_tokenizer():
     return fast
 
 
-def build(arch: str, out: Path, seed: int = 0) -> Path:
-    """A tiny `arch` model ('qwen2', 'qwen3', 'mistral') in `out`, bf16, with its tokenizer. (Gemma's
-    converter needs a SentencePiece tokenizer.model: not built here yet.)"""
+GEMMA_TURNS = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
+               "else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+               "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+
+
+def sentencepiece_tokenizer(out: Path):
+    """Gemma's kind of tokenizer: a SentencePiece BPE model (tokenizer.model, what llama.cpp's
+    converter reads for Gemma) with byte fallback, loaded the way transformers loads Gemma's."""
+    import json
+
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = out / "corpus.txt"
+    corpus.write_text("\n".join(TEXT * 50))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(out / "tokenizer"), vocab_size=300,
+                                   model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3, byte_fallback=True,
+                                   user_defined_symbols=["<start_of_turn>", "<end_of_turn>"], minloglevel=2)
+    corpus.unlink()
+    (out / "tokenizer.vocab").unlink()
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+        "unk_token": "<unk>", "add_bos_token": True, "chat_template": GEMMA_TURNS}))
+    return AutoTokenizer.from_pretrained(out)
+
+
+def build(arch: str, out: Path, seed: int = 0, shard_size: str | None = None) -> Path:
+    """A tiny `arch` model ('qwen2', 'qwen3', 'mistral', 'gemma') in `out`, bf16, with its
+    tokenizer; `shard_size` (e.g. "100KB") splits the weights into shards with an index."""
     import torch
     from transformers import (
+        GemmaConfig,
+        GemmaForCausalLM,
         MistralConfig,
         MistralForCausalLM,
         Qwen2Config,
@@ -47,13 +77,14 @@ def build(arch: str, out: Path, seed: int = 0) -> Path:
         Qwen3ForCausalLM,
     )
 
-    tok = bpe_tokenizer()
+    tok = sentencepiece_tokenizer(out) if arch == "gemma" else bpe_tokenizer()
     common = {"vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
-              "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "bos_token_id": None}
+              "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id}
     classes = {"qwen2": (Qwen2Config, Qwen2ForCausalLM, {"tie_word_embeddings": True}),
                "qwen3": (Qwen3Config, Qwen3ForCausalLM, {"tie_word_embeddings": False, "head_dim": 24}),
-               "mistral": (MistralConfig, MistralForCausalLM, {"tie_word_embeddings": False})}
+               "mistral": (MistralConfig, MistralForCausalLM, {"tie_word_embeddings": False}),
+               "gemma": (GemmaConfig, GemmaForCausalLM, {"head_dim": 16})}
     config_cls, model_cls, extra = classes[arch]
     torch.manual_seed(seed)
     model = model_cls(config_cls(**common, **extra)).eval()
@@ -62,6 +93,6 @@ def build(arch: str, out: Path, seed: int = 0) -> Path:
             if name.endswith("bias"):
                 p.normal_(0, 0.5)
         model.get_output_embeddings().weight.mul_(3.0)
-    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    model.to(torch.bfloat16).save_pretrained(out, **({"max_shard_size": shard_size} if shard_size else {}))
     tok.save_pretrained(out)
     return out

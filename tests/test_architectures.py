@@ -1,6 +1,7 @@
-"""Real model families on both engines: Qwen2, Qwen3 and Mistral bases (built locally, bf16, BPE
-tokenizer) are converted by llama.cpp's own converter, and llama.cpp agrees with transformers on
-every log-prob, with and without a LoRA adapter (converted the same way).
+"""Real model families on both engines: Qwen2, Qwen3, Mistral and Gemma bases (built locally, bf16,
+BPE or SentencePiece tokenizer; Gemma's sharded) are converted by llama.cpp's own converter, and
+llama.cpp agrees with transformers on every log-prob, with and without a LoRA adapter (converted
+the same way).
 
 Found by a user: a Qwen2 base worked on the transformers engine, but a llama.cpp rollout failed
 with "GGUF export supports Llama-architecture models only" (and then sat in the swarm doing nothing).
@@ -12,12 +13,17 @@ from conftest import assert_engines_agree, save_lora
 from real_models import build
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "mistral"])
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "mistral", "gemma"])
 def test_a_family_base_and_its_lora_agree_across_engines(arch, tmp_path):
     from nodes.engines import make_engine
     from nodes.engines.gguf_export import read_gguf_meta
+    from nodes.models.pinning import pinned_files
 
-    base = build(arch, tmp_path / arch)
+    base = build(arch, tmp_path / arch, shard_size="100KB" if arch == "gemma" else None)
+    if arch == "gemma":  # a sharded checkpoint: every shard and the index are pinned, both engines load it
+        assert {p.name for p in pinned_files(base)} >= {"model-00001-of-00002.safetensors",
+                                                         "model-00002-of-00002.safetensors",
+                                                         "model.safetensors.index.json", "tokenizer.model"}
     hf = make_engine("transformers", str(base), device="cpu")
     lc = make_engine("llamacpp", str(base), device="cpu")
     # llama.cpp's converter wrote it (our own writer does Llama only): Mistral runs as llama.cpp's "llama"
