@@ -61,15 +61,10 @@ PARALLEL = 8  # LlamaCppEngine's default `parallel` (what the rollout runs with)
 BARE_LLAMACPP = r"""
 import json, resource, sys
 import llama_cpp as L
-gguf, n_cells, n_batch, max_new = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+gguf, n_cells, n_batch, max_new, prompt = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+                                           json.loads(sys.argv[5]))
 llm = L.Llama(model_path=gguf, n_ctx=n_cells, n_batch=n_batch, n_ubatch=n_batch, n_threads=1, n_threads_batch=1,
               n_gpu_layers=0, type_k=L.GGML_TYPE_F32, type_v=L.GGML_TYPE_F32, flash_attn=False, seed=0, verbose=False)
-try:
-    prompt = llm.tokenize(b"31415>", add_bos=True)
-except Exception:
-    prompt = []
-if len(prompt) < 2:  # a GGUF whose own tokenizer does not work (ours never uses it): any valid ids
-    prompt = list(range(1, 7))
 made = []
 for tok in llm.generate(prompt, temp=1.0, top_k=0, top_p=1.0, min_p=0.0, reset=True):
     made.append(tok)
@@ -85,10 +80,10 @@ import json, resource, sys
 import torch
 torch.set_num_threads(1)
 from transformers import AutoModelForCausalLM, AutoTokenizer
-model_dir, rows, max_new = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-tok = AutoTokenizer.from_pretrained(model_dir)
+model_dir, rows, max_new, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+tok = AutoTokenizer.from_pretrained(model_dir)  # as the engine does (it encodes the task's prompts)
 model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
-ids = tok("31415>", return_tensors="pt").input_ids.repeat(rows, 1)
+ids = torch.tensor([prompt] * rows)
 torch.manual_seed(0)
 pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 with torch.inference_mode():
@@ -257,10 +252,10 @@ def wait_until(predicate, timeout: float, what: str, nodes) -> None:
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
 
 
-def run_swarm(tmp: Path, base: str, engines: list[str], chunks: int, timeout: float, started: list) -> dict:
-    """A trainer, then one rollout node per engine in turn (alone with the trainer); each rollout's peak."""
+def prepare_run(tmp: Path, base: str, engines: list[str]) -> Path:
+    """Keys and a signed manifest from `swarm init` (default workload) naming the trainer's key."""
     from crypto.identity import Identity
-    from scenarios.processes import NodeProcess, swarm_command
+    from scenarios.processes import swarm_command
 
     for name in ("owner", "trainer", *engines):
         Identity.generate().save(tmp / f"{name}.key")
@@ -271,7 +266,14 @@ def run_swarm(tmp: Path, base: str, engines: list[str], chunks: int, timeout: fl
                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, check=False)
     if init.returncode != 0:
         raise RuntimeError(f"swarm init failed:\n{init.stderr}")
-    run = str(tmp / "run.toml")
+    return tmp / "run.toml"
+
+
+def run_swarm(tmp: Path, run_toml: Path, engines: list[str], chunks: int, timeout: float, started: list) -> dict:
+    """A trainer, then one rollout node per engine in turn (alone with the trainer); each rollout's peak."""
+    from scenarios.processes import NodeProcess
+
+    run = str(run_toml)
     trainer = NodeProcess("trainer", tmp / "trainer", ["--run", run, "--key", str(tmp / "trainer.key"),
                                                        "--role", "trainer", "--threads", "1"])
     started.append(trainer)
@@ -308,11 +310,13 @@ def run_swarm(tmp: Path, base: str, engines: list[str], chunks: int, timeout: fl
     return out
 
 
-def manifest_workload(tmp: Path) -> dict:
+def manifest_workload(run_toml: Path) -> dict:
     from swarm.manifest import load_manifest
 
-    g = load_manifest(tmp / "run.toml").manifest.grpo
-    return {"prompts_per_chunk": g.prompts_per_chunk, "group_size": g.group_size, "max_new_tokens": g.max_new_tokens}
+    m = load_manifest(run_toml).manifest
+    g = m.grpo
+    return {"prompts_per_chunk": g.prompts_per_chunk, "group_size": g.group_size, "max_new_tokens": g.max_new_tokens,
+            "prompt_ids": list(m.model.probe["prompt_ids"][0])}
 
 
 def main() -> int:
@@ -336,8 +340,6 @@ def main() -> int:
         if not (hf_dir / "config.json").is_file():
             ap.error(f"--base {args.base}: not a Hugging Face model directory (no config.json)")
 
-    # default workload of `swarm init` (what the node runs): the bare transformers batch is one chunk
-    workload = {"prompts_per_chunk": 4, "group_size": 8, "max_new_tokens": 7}
     started: list = []
 
     def on_term(signum, _frame):
@@ -351,6 +353,9 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="rollout-mem-") as tmp_name:
             tmp = Path(tmp_name)
+            run_toml = prepare_run(tmp, args.base if args.base == "tiny" else str(hf_dir), engines)
+            # `swarm init`'s default workload, what the node runs: the bare transformers batch is one chunk
+            result["workload"] = workload = manifest_workload(run_toml)
             bare: dict = {}
             for engine in engines:  # on a quiet box, before the swarm starts
                 if engine == "llamacpp":
@@ -359,16 +364,16 @@ def main() -> int:
                     gguf = ensure_base_gguf(hf_dir)
                     n_cells, n_batch = llama_context(gguf)
                     bare[engine] = run_bare(BARE_LLAMACPP, [str(gguf), str(n_cells), str(n_batch),
-                                                            str(workload["max_new_tokens"])], args.timeout)
+                                                            str(workload["max_new_tokens"]), json.dumps(workload["prompt_ids"])],
+                                           args.timeout)
                     bare[engine].update({"gguf": gguf.name, "kv_cells": n_cells})
                 else:
                     rows = workload["prompts_per_chunk"] * workload["group_size"]
                     bare[engine] = run_bare(BARE_TRANSFORMERS, [str(hf_dir), str(rows),
-                                                                str(workload["max_new_tokens"])], args.timeout)
+                                                                str(workload["max_new_tokens"]),
+                                                                json.dumps(workload["prompt_ids"])], args.timeout)
                     bare[engine]["batch_rows"] = rows
-            nodes = run_swarm(tmp, args.base if args.base == "tiny" else str(hf_dir), engines, args.chunks,
-                              args.timeout, started)
-            result["workload"] = manifest_workload(tmp)
+            nodes = run_swarm(tmp, run_toml, engines, args.chunks, args.timeout, started)
     finally:
         for node in reversed(started):
             node.stop(grace=5)

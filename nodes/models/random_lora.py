@@ -14,6 +14,7 @@ def save_random_lora(base_dir: Path | str, out: Path | str, seed: int, r: int = 
     from nodes.trainer.policy import LORA_TARGETS
 
     model = AutoModelForCausalLM.from_pretrained(base_dir)
+    torch.manual_seed(seed)  # A is PEFT's random init: seeded too, so the adapter is reproducible
     peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(LORA_TARGETS), **lora))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
