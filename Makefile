@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	@echo "installing echo-swarm (llama-cpp-python compiles from source the first time: ~6 min on 2 cores)"
 	$(BIN)/python -m pip install -q -e ".[dev,plots]"
+	@bash .ci/system-deps
+	@if [ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ]; then $(BIN)/python -m pip install -q -e ".[netem]"; fi
 	$(BIN)/python -m nodes.engines.llamacpp_tools fetch
 	@touch $(STAMP)
 

@@ -7,8 +7,10 @@ tiny model; `--base DIR` for a local Hugging Face directory):
         on the base's f32 GGUF (the file our engine loads) with our engine's context (the same
         number of KV cells, f32 cache, flash attention off, one thread), then a few sampled tokens;
         transformers: `AutoModelForCausalLM.from_pretrained` and `generate` on a batch of one
-        chunk's size (prompts_per_chunk x group_size rows, max_new_tokens). Its peak is its own
-        `ru_maxrss` (= VmHWM): no torch in the llama.cpp one, no hivemind in either.
+        chunk's size (prompts_per_chunk x group_size rows, max_new_tokens), both from the manifest's
+        probe prompt. No torch in the llama.cpp one, no hivemind in either. Its peak: its VmHWM, read
+        from /proc once it has generated (not `ru_maxrss`: Linux carries that over fork and exec, so
+        a child's starts at this script's own RSS).
   node  a real `swarm node --role rollout --engine E --threads 1` in a small swarm this script
         starts (a manifest from `swarm init` with the default workload, and a trainer node), run
         until it has made CHUNKS chunks, at least one of them with a trainer's adapter (version >=
@@ -25,7 +27,9 @@ Reported per engine, in MiB: both peaks, the node's per-process breakdown, the f
 on a quiet box. The node imports torch, transformers and hivemind whatever its engine, a fixed few
 hundred MiB: on the tiny model that dominates a llama.cpp rollout (a bare llama.cpp on it is
 ~tens of MiB), so its ratio is expected to miss the goal there; on a real model the weights
-dominate and the ratio approaches 1 + overhead / weights.
+dominate and the ratio tends to 1 + overhead / bare peak. `--base DIR` measures that on another
+model: the manifest names DIR, the trainer loads it too (memory and time on a small box), and the
+llama.cpp runs convert it to GGUF once (cached, as the engine does).
 
 Goal (issue): per node peak memory / the bare engine's on the same model: llama.cpp rollout <= 1.5,
 transformers rollout <= 1.3. `ok` says whether every measured engine meets its goal.
@@ -59,7 +63,7 @@ MIB = 1 << 20
 PARALLEL = 8  # LlamaCppEngine's default `parallel` (what the rollout runs with)
 
 BARE_LLAMACPP = r"""
-import json, resource, sys
+import json, sys
 import llama_cpp as L
 gguf, n_cells, n_batch, max_new, prompt = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
                                            json.loads(sys.argv[5]))
@@ -70,13 +74,12 @@ for tok in llm.generate(prompt, temp=1.0, top_k=0, top_p=1.0, min_p=0.0, reset=T
     made.append(tok)
     if len(made) >= max_new:
         break
-print(json.dumps({"peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                  "tokens": len(made)}), flush=True)
+print(json.dumps({"tokens": len(made)}), flush=True)
 sys.stdin.read()  # hold still while the parent reads /proc; exit when it closes our stdin
 """
 
 BARE_TRANSFORMERS = r"""
-import json, resource, sys
+import json, sys
 import torch
 torch.set_num_threads(1)
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -89,8 +92,7 @@ pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 with torch.inference_mode():
     out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_k=0,
                          top_p=1.0, max_new_tokens=max_new, min_new_tokens=max_new, pad_token_id=pad)
-print(json.dumps({"peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                  "tokens": int(out.shape[0] * (out.shape[1] - ids.shape[1]))}), flush=True)
+print(json.dumps({"tokens": int(out.shape[0] * (out.shape[1] - ids.shape[1]))}), flush=True)
 sys.stdin.read()
 """
 
@@ -109,29 +111,36 @@ def mib(kib_or_bytes: float | None, unit: int = 1024) -> float | None:
 
 # -- bare engines -----------------------------------------------------------------------------------
 def run_bare(code: str, args: list[str], timeout: float) -> dict:
-    """Run a bare-engine child; returns its own peak and the parent's /proc view of it at the end."""
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        timer = threading.Timer(timeout, lambda: proc.poll() is None and os.killpg(proc.pid, signal.SIGKILL))
+    """Run a bare-engine child; once it has generated, read its peak (VmHWM) from /proc, then let it exit."""
+    with tempfile.TemporaryFile(mode="w+") as err:  # not a pipe: a chatty child must not block on it
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+        timer = threading.Timer(timeout, kill_group, (proc,))
         timer.start()
-        line = proc.stdout.readline()
-        timer.cancel()
-        if not line:
-            raise RuntimeError(f"bare engine failed ({proc.wait()}):\n{proc.stderr.read()[-3000:]}")
-        result = json.loads(line)
-        result["vmhwm_mib"] = mib(status_kib(proc.pid, "VmHWM"))
-        result["rss_end_mib"] = mib(status_kib(proc.pid, "VmRSS"))
-        proc.stdin.close()
-        proc.wait(timeout=30)
-        return result
-    finally:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        try:
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait()
+                err.seek(0)
+                raise RuntimeError(f"bare engine failed ({proc.returncode}):\n{err.read()[-3000:]}")
+            result = {"peak_mib": mib(status_kib(proc.pid, "VmHWM")),
+                      "rss_end_mib": mib(status_kib(proc.pid, "VmRSS")), **json.loads(line)}
+            proc.stdin.close()
+            proc.wait(timeout=30)
+            return result
+        finally:
+            timer.cancel()
+            kill_group(proc)
             proc.wait()
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a bare child (started in its own session) and anything it started, if still running."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def llama_context(gguf: Path) -> tuple[int, int]:
@@ -208,11 +217,9 @@ class TreeSampler(threading.Thread):
             hwm = status_kib(pid, "VmHWM")
             row = {"pid": pid, "vmhwm_mib": mib(hwm), "peak_rss_mib": mib(e["rss"], 1),
                    "peak_uss_mib": mib(e["uss"], 1)}
-            if e["role"] == "node":
+            if e["role"] in ("node", "p2pd"):  # its whole peak RSS (exec'd, not forked: nothing inherited)
                 row["counted_mib"] = max(row["vmhwm_mib"] or 0.0, row["peak_rss_mib"])
-            elif e["role"] == "p2pd":
-                row["counted_mib"] = max(row["vmhwm_mib"] or 0.0, row["peak_rss_mib"])
-            else:
+            else:  # what it adds: a forked child's RSS also holds pages it shares with the node
                 row["counted_mib"] = row["peak_uss_mib"]
             key = e["role"] if e["role"] not in per else f"{e['role']}-{pid}"
             per[key] = row
@@ -290,8 +297,8 @@ def run_swarm(tmp: Path, run_toml: Path, engines: list[str], chunks: int, timeou
         sampler = TreeSampler(node.pid)
         sampler.start()
         try:
-            def enough() -> bool:
-                ev = chunk_events(node.workdir)
+            def enough(workdir: Path = node.workdir) -> bool:
+                ev = chunk_events(workdir)
                 return len(ev) >= chunks and any(e.get("version", 0) >= 1 for e in ev)
 
             wait_until(enough, timeout, f"{chunks} chunks, one with an adapter, from {node.name}", [node, trainer])
@@ -317,6 +324,18 @@ def manifest_workload(run_toml: Path) -> dict:
     g = m.grpo
     return {"prompts_per_chunk": g.prompts_per_chunk, "group_size": g.group_size, "max_new_tokens": g.max_new_tokens,
             "prompt_ids": list(m.model.probe["prompt_ids"][0])}
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for dist in ("torch", "transformers", "hivemind", "llama_cpp_python"):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = None
+    return found
 
 
 def main() -> int:
@@ -347,8 +366,8 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     result: dict = {"benchmark": "rollout_memory", "base": args.base if args.base == "tiny" else str(hf_dir),
-                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                    "method": "node: its VmHWM + peak USS of its other processes (p2pd apart); bare: ru_maxrss",
+                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), **versions()},
+                    "method": "node: its VmHWM + peak USS of its other processes (p2pd apart); bare: its VmHWM",
                     "engines": {}}
     try:
         with tempfile.TemporaryDirectory(prefix="rollout-mem-") as tmp_name:
@@ -364,8 +383,8 @@ def main() -> int:
                     gguf = ensure_base_gguf(hf_dir)
                     n_cells, n_batch = llama_context(gguf)
                     bare[engine] = run_bare(BARE_LLAMACPP, [str(gguf), str(n_cells), str(n_batch),
-                                                            str(workload["max_new_tokens"]), json.dumps(workload["prompt_ids"])],
-                                           args.timeout)
+                                                            str(workload["max_new_tokens"]),
+                                                            json.dumps(workload["prompt_ids"])], args.timeout)
                     bare[engine].update({"gguf": gguf.name, "kv_cells": n_cells})
                 else:
                     rows = workload["prompts_per_chunk"] * workload["group_size"]

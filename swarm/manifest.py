@@ -323,8 +323,8 @@ def _check(m: RunManifest) -> None:
         (_RUN_ID.match(m.run.id), "run.id must be 1-64 letters, digits, '.', '_' or '-'"),
         (_HEX64.match(m.run.owner_key_id), "run.owner_key_id must be 64 hex characters"),
         (not m.model.sha256 or _HEX64.match(m.model.sha256), "model.sha256 must be 64 hex characters"),
-        (_probe_ok(m.model.probe), "model.probe must be empty or hold prompt_ids and completion_ids (lists of "
-                                   "token id lists) and logprobs (a number <= 0 per completion token)"),
+        (_probe_ok(m.model.probe), ("model.probe must be empty or hold prompt_ids and completion_ids (lists of "
+                                    "token id lists) and logprobs (a number <= 0 per completion token)")),
         (m.sync.mode in SYNC_MODES, f"sync.mode must be one of {SYNC_MODES}"),
         (m.sync.staleness >= 0, "sync.staleness must be >= 0"),
         (m.sync.publish_every >= 1, "sync.publish_every must be >= 1"),

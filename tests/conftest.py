@@ -235,9 +235,8 @@ def write_signed_run(tmp: Path, run_id: str, **sections) -> Path:
     what the attack tests run their live nodes with."""
     from crypto.identity import Identity
     from nodes.models.pinning import base_digest
-    from swarm.manifest import parse_manifest, sign_manifest, write_manifest
-
     from nodes.runconfig import base_probe
+    from swarm.manifest import parse_manifest, sign_manifest, write_manifest
 
     owner = Identity.generate()
     manifest = parse_manifest({"run": {"id": run_id, "owner_key_id": owner.key_id},

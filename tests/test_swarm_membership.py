@@ -168,10 +168,11 @@ def test_a_timed_out_swarm_read_keeps_the_records_still_valid(tmp_path):
     from concurrent.futures import Future
 
     from conftest import write_signed_run
+    from test_records import record_of
+
     from crypto.identity import Identity
     from swarm.manifest import load_manifest
     from swarm.membership import Membership
-    from test_records import record_of
 
     signed = load_manifest(write_signed_run(tmp_path, "view"))
     me = Identity.generate()

@@ -1,0 +1,101 @@
+"""What a link really does, measured the way the nodes feel it: application-level round trips
+and TCP throughput between two emulated nodes (`ping` reports the kernel's receive time, before
+the delayer holds the packet, so it under-reports: DESIGN.md §7).
+
+    python -m scenarios.netem.measure serve HOST PORT           # in the far node's namespace
+    python -m scenarios.netem.measure rtt HOST PORT [N]          # prints {"rtt_ms": median}
+    python -m scenarios.netem.measure send HOST PORT SECONDS     # prints {"mbit_s": ...} (uplink)
+    python -m scenarios.netem.measure recv HOST PORT SECONDS     # prints {"mbit_s": ...} (downlink)
+"""
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import sys
+import threading
+import time
+
+BLOCK = 64 * 1024
+
+
+def serve(host: str, port: int) -> None:
+    """Echo one byte per byte (`rtt`), swallow a stream (`send`) or pour one (`recv`): the first
+    byte of a connection says which."""
+    srv = socket.create_server((host, port), reuse_port=False)
+    print("ready", flush=True)
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=_handle, args=(conn,), daemon=True).start()
+
+
+def _handle(conn: socket.socket) -> None:
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with conn:
+        mode = conn.recv(1)
+        if mode == b"e":
+            while data := conn.recv(1):
+                conn.sendall(data)
+        elif mode == b"s":
+            while conn.recv(BLOCK):
+                pass
+            conn.sendall(b"k")
+        elif mode == b"r":
+            seconds = float(conn.recv(16).decode())
+            block, end = b"\0" * BLOCK, time.monotonic() + seconds
+            try:
+                while time.monotonic() < end:
+                    conn.sendall(block)
+            except OSError:
+                pass
+
+
+def rtt_ms(host: str, port: int, n: int = 20) -> float:
+    with socket.create_connection((host, port), timeout=30) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(b"e")
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            s.sendall(b"x")
+            s.recv(1)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def send_mbit_s(host: str, port: int, seconds: float) -> float:
+    """Our uplink: bytes the far end acknowledged having read, over the time until it said so."""
+    with socket.create_connection((host, port), timeout=60) as s:
+        s.sendall(b"s")
+        block, sent, t0 = b"\0" * BLOCK, 0, time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            s.sendall(block)
+            sent += BLOCK
+        s.shutdown(socket.SHUT_WR)
+        s.recv(1)
+        return sent * 8 / (time.monotonic() - t0) / 1e6
+
+
+def recv_mbit_s(host: str, port: int, seconds: float) -> float:
+    """Our downlink: bytes read over the time they took, after the first (slow start aside)."""
+    with socket.create_connection((host, port), timeout=60) as s:
+        s.sendall(b"r" + f"{seconds:<15}".encode())
+        got, t0 = 0, None
+        while data := s.recv(BLOCK):
+            if t0 is None:
+                t0 = time.monotonic()
+            else:
+                got += len(data)
+        return got * 8 / (time.monotonic() - t0) / 1e6 if t0 else 0.0
+
+
+if __name__ == "__main__":
+    cmd, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if cmd == "serve":
+        serve(host, port)
+    elif cmd == "rtt":
+        print(json.dumps({"rtt_ms": rtt_ms(host, port, int(sys.argv[4]) if len(sys.argv) > 4 else 20)}))
+    elif cmd == "send":
+        print(json.dumps({"mbit_s": send_mbit_s(host, port, float(sys.argv[4]))}))
+    elif cmd == "recv":
+        print(json.dumps({"mbit_s": recv_mbit_s(host, port, float(sys.argv[4]))}))
