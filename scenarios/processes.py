@@ -29,6 +29,8 @@ class NodeProcess:
     env: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     maddr: str | None = None
+    wrap: list = field(default_factory=list)
+    """A command prefix the node runs under, e.g. `ip netns exec NS` (an emulated host)."""
 
     def start(self) -> NodeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -37,7 +39,7 @@ class NodeProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "ECHO_SWARM_EXIT_WITH_LAUNCHER": "1", **self.env}
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                swarm_command("node", "--workdir", str(self.workdir), *self.args),
+                [*self.wrap, *swarm_command("node", "--workdir", str(self.workdir), *self.args)],
                 stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
             )
         return self

@@ -36,6 +36,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 ROLES = ("trainer", "rollout", "auto")
+ACTIONS = ("kill", "restart", "partition", "heal", "link")
 ENGINES = ("auto", "transformers", "llamacpp")
 DEFAULT_SCENARIO = Path(__file__).with_name("default.toml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a valid manifest run id and a directory name
@@ -88,6 +89,49 @@ class NodeSpec:
     """CPU threads for the node's engine (`swarm node --threads`)."""
     scoring_copy: bool = False
     """As trainer, a second copy of the base to check chunks while training (`swarm node --scoring-copy`)."""
+    region: str = ""
+    """The `[[region]]` it sits in (required when the scenario has regions: links are emulated)."""
+    up_mbit: float = 0.0
+    """Uplink bandwidth in Mbit/s (0: unlimited)."""
+    down_mbit: float = 0.0
+    """Downlink bandwidth in Mbit/s (0: unlimited)."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """One `[[region]]`: a group of nodes; links are set between regions."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Link:
+    """One `[[link]]`: the link between two regions (the same region twice: within it), both ways."""
+
+    between: tuple = ()
+    """Two region names."""
+    delay_ms: float = 0.0
+    """One-way delay (the round trip is twice this)."""
+    jitter_ms: float = 0.0
+    """Each packet's delay varies uniformly by +- this (packets keep their order)."""
+    loss: float = 0.0
+    """Share of packets dropped, 0 <= loss < 1."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One `[[event]]` of the timeline, `at_s` seconds after the nodes are launched."""
+
+    at_s: float
+    action: str
+    """"kill" (SIGKILL `node`), "restart" (start `node` again: same key and workdir), "partition" /
+    "heal" (cut / restore the two `regions`), "link" (set the two `regions`' link to delay_ms,
+    jitter_ms, loss)."""
+    node: str = ""
+    regions: tuple = ()
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +142,9 @@ class Scenario:
     """How errors name the scenario (its file name)."""
     source_path: str | None = None
     """The file it was read from, copied into the run's out dir."""
+    regions: tuple[Region, ...] = ()
+    links: tuple[Link, ...] = ()
+    events: tuple[Event, ...] = ()
 
     def with_steps(self, steps: int | None) -> Scenario:
         """The same scenario with `--steps` applied (validated like the file's own value)."""
@@ -133,9 +180,9 @@ def parse_scenario(raw: dict[str, Any], source: str = "<scenario>") -> Scenario:
     def fail(message: str):
         raise ScenarioError(f"{source}: {message}")
 
-    unknown = set(raw) - {"scenario", "node"}
+    unknown = set(raw) - {"scenario", "node", "region", "link", "event"}
     if unknown:
-        fail(f"unknown table [{min(unknown)}]; known: [scenario], [[node]]")
+        fail(f"unknown table [{min(unknown)}]; known: [scenario], [[node]], [[region]], [[link]], [[event]]")
     if not isinstance(raw.get("scenario"), dict):
         fail("missing table [scenario] (needs at least name = \"...\")")
     nodes_raw = raw.get("node", [])
@@ -143,7 +190,15 @@ def parse_scenario(raw: dict[str, Any], source: str = "<scenario>") -> Scenario:
         fail("needs at least one [[node]] entry")
     settings = _typed(Settings, raw["scenario"], "scenario", fail)
     nodes = tuple(_typed(NodeSpec, n, f"node[{i}]", fail) for i, n in enumerate(nodes_raw))
-    scenario = Scenario(settings, nodes, source)
+
+    def entries(table: str, cls: type) -> tuple:
+        items = raw.get(table, [])
+        if not isinstance(items, list):
+            fail(f"{table} must be an array of tables: [[{table}]]")
+        return tuple(_typed(cls, item, f"{table}[{i}]", fail) for i, item in enumerate(items))
+
+    scenario = Scenario(settings, nodes, source, regions=entries("region", Region), links=entries("link", Link),
+                        events=tuple(sorted(entries("event", Event), key=lambda e: e.at_s)))
     for message in _problems(scenario):
         fail(message)
     return scenario
@@ -161,16 +216,20 @@ def _typed(cls: type, raw: Any, where: str, fail):
         fail(f"{where}.{missing[0]} is required")
     values = {}
     for key, value in raw.items():
-        kind = type(fields[key].default) if fields[key].default is not dataclasses.MISSING else str
+        kind = _KINDS[fields[key].type]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if kind is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = tuple(value)
         if type(value) is not kind:
             fail(f"{where}.{key} must be {_KIND_NAMES[kind]}, not {type(value).__name__} {value!r}")
         values[key] = value
     return cls(**values)
 
 
-_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+_KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               tuple: "a list of names"}
+_KINDS = {"str": str, "int": int, "float": float, "bool": bool, "tuple": tuple}
 
 
 def _problems(sc: Scenario) -> list[str]:
@@ -202,7 +261,56 @@ def _problems(sc: Scenario) -> list[str]:
             problems.append(f"node[{i}].engine must be one of {', '.join(ENGINES)}, not {n.engine!r}")
         if n.threads < 1:
             problems.append(f"node[{i}].threads must be >= 1")
-    return problems + [message for ok, message in rules if not ok]
+    return problems + [message for ok, message in rules if not ok] + _network_problems(sc)
+
+
+def _network_problems(sc: Scenario) -> list[str]:
+    """Regions, links and the timeline: every name they use must exist, every number be sane."""
+    regions = [r.name for r in sc.regions]
+    nodes = {n.name for n in sc.nodes}
+    problems = [f"region {name!r} is declared more than once" for name in sorted(set(regions))
+                if regions.count(name) > 1]
+    problems += [f"region[{i}].name {r.name!r} must be 1-64 letters, digits, '.', '_' or '-'"
+                 for i, r in enumerate(sc.regions) if not _NAME.match(r.name)]
+    for i, n in enumerate(sc.nodes):
+        if regions and n.region not in regions:
+            problems.append(f"node[{i}].region must be one of {', '.join(regions)} (this scenario has regions), "
+                            f"not {n.region!r}")
+        if not regions and (n.region or n.up_mbit or n.down_mbit):
+            problems.append(f"node[{i}] sets region or bandwidth, but the scenario declares no [[region]]")
+        if n.up_mbit < 0 or n.down_mbit < 0:
+            problems.append(f"node[{i}].up_mbit and down_mbit must be >= 0 (0: unlimited)")
+    pairs = []
+    for i, link in enumerate(sc.links):
+        problems += _link_problems(f"link[{i}]", link.between, link, regions)
+        pairs.append(frozenset(link.between))
+    problems += [f"link between {', '.join(sorted(p))} is declared more than once"
+                 for p in set(pairs) if pairs.count(p) > 1]
+    for i, e in enumerate(sc.events):
+        where = f"event[{i}]"
+        if e.action not in ACTIONS:
+            problems.append(f"{where}.action must be one of {', '.join(ACTIONS)}, not {e.action!r}")
+        if e.at_s < 0:
+            problems.append(f"{where}.at_s must be >= 0")
+        if e.action in ("kill", "restart") and e.node not in nodes:
+            problems.append(f"{where}.node must name a [[node]] for {e.action}, not {e.node!r}")
+        if e.action in ("partition", "heal", "link"):
+            if not regions:
+                problems.append(f"{where}: {e.action} needs [[region]]s")
+            else:
+                problems += _link_problems(where, e.regions, e, regions, field_name="regions")
+    return problems
+
+
+def _link_problems(where: str, between: tuple, spec, regions: list[str], field_name: str = "between") -> list[str]:
+    problems = []
+    if len(between) != 2 or any(r not in regions for r in between):
+        problems.append(f"{where}.{field_name} must name two regions of {', '.join(regions) or '(none declared)'}")
+    if spec.delay_ms < 0 or not 0 <= spec.jitter_ms <= spec.delay_ms:
+        problems.append(f"{where}: delay_ms must be >= 0 and 0 <= jitter_ms <= delay_ms")
+    if not 0 <= spec.loss < 1:
+        problems.append(f"{where}.loss must be in [0, 1)")
+    return problems
 
 
 def scenario_manifest(scenario: Scenario, owner_key_id: str, trainer_keys: tuple = ()) -> RunManifest:

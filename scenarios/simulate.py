@@ -67,9 +67,13 @@ class Simulation:
         self.tails = {n.name: MetricsTail(out / "nodes" / n.name / "metrics.jsonl") for n in scenario.nodes}
         self.events: dict[str, list[dict]] = {n.name: [] for n in scenario.nodes}
         self.started = time.monotonic()
+        self.network = None  # a ScenarioNetwork when the scenario has regions
+        self.pending = list(scenario.events)  # the timeline, by time
+        self.timeline: list[dict] = []  # what was done, when
+        self.killed: set[str] = set()  # nodes the timeline took down (not failures)
 
     def node_args(self, spec, run: Path, peers: list[str]) -> list[str]:
-        return ["--run", str(run), "--key", str(self.out / "keys" / f"{spec.name}.key"), "--role", spec.role,
+        return [*(self.network.node_args(spec.name) if self.network else []), "--run", str(run), "--key", str(self.out / "keys" / f"{spec.name}.key"), "--role", spec.role,
                 "--engine", spec.engine, "--threads", str(spec.threads),
                 *(["--scoring-copy"] if spec.scoring_copy else []),
                 *(["--initial-peers", *peers] if peers else [])]
@@ -84,14 +88,38 @@ class Simulation:
         outcome = "interrupted"
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
+            self.network_up()
+            self.started = time.monotonic()
             outcome = self.launch_and_watch(run)
         except KeyboardInterrupt:
             self.say("interrupted")
         finally:
             self.wall_s = time.monotonic() - self.started
             codes = self.stop_all()
+            if self.network is not None:
+                self.network_summary = self.network.summary()
+                self.network.down()
             signal.signal(signal.SIGTERM, previous)
         return self.report(outcome, grpo, codes)
+
+    def network_up(self) -> None:
+        """The scenario's regions and links as namespaces, measured before any node starts."""
+        if not self.scenario.regions:
+            return
+        from scenarios.netem.topology import unavailable
+        from scenarios.network import ScenarioNetwork
+
+        why = unavailable()
+        if why:
+            raise ScenarioError(f"{self.scenario.source}: this scenario emulates links between regions, but {why}")
+        self.network = ScenarioNetwork(self.scenario, self.out / "network")
+        removed = self.network.up()
+        if removed:
+            self.say(f"removed {len(removed)} network namespace(s) a dead run left behind")
+        for link in self.network.measure_links():
+            a, b = link["between"]
+            self.say(f"link {a}-{b}: round trip {link['measured_rtt_ms']:.1f} ms measured, "
+                     f"{link['configured_rtt_ms']:.0f} ms configured")
 
     def launch_and_watch(self, run: Path) -> str:
         specs, deadline = self.scenario.nodes, self.started + self.scenario.settings.timeout_s
@@ -107,10 +135,33 @@ class Simulation:
         self.say(f"{specs[0].name} joined at {maddr}; launching {len(specs) - 1} more")
         for spec in specs[1:]:
             self.spawn(spec, run, [maddr])
+        self.run_file, self.bootstrap = run, maddr
         return self.watch(deadline)
 
+    def fire_due_events(self) -> None:
+        """Apply the timeline's events whose time has come (seconds since the nodes launched)."""
+        while self.pending and self.pending[0].at_s <= time.monotonic() - self.started:
+            event = self.pending.pop(0)
+            current = {n.name: n for n in self.nodes}
+            if event.action == "kill":
+                current[event.node].kill_hard()
+                self.killed.add(event.node)
+            elif event.action == "restart":
+                spec = next(s for s in self.scenario.nodes if s.name == event.node)
+                current[event.node].stop(grace=2.0)  # what a kill -9 left (its DHT child, p2pd)
+                peers = [m for n in current.values() if n.alive() for m in (n.status() or {}).get("maddrs", [])[:1]]
+                self.spawn(spec, self.run_file, peers or [self.bootstrap])
+                self.killed.discard(event.node)
+            else:
+                self.network.apply(event)
+            what = event.node or "-".join(event.regions)
+            self.timeline.append({"t": round(time.monotonic() - self.started, 1), "at_s": event.at_s,
+                                  "action": event.action, "target": what})
+            self.say(f"[{time.monotonic() - self.started:5.0f}s] timeline: {event.action} {what}")
+
     def spawn(self, spec, run: Path, peers: list[str]) -> NodeProcess:
-        node = self.node_cls(spec.name, self.out / "nodes" / spec.name, self.node_args(spec, run, peers))
+        wrap = {"wrap": self.network.wrap(spec.name)} if self.network else {}
+        node = self.node_cls(spec.name, self.out / "nodes" / spec.name, self.node_args(spec, run, peers), **wrap)
         self.nodes.append(node)
         return node.start()
 
@@ -125,7 +176,9 @@ class Simulation:
     def _watch(self, deadline: float, refresh) -> str:
         last_line, last_steps = 0.0, -1
         while True:
-            dead = [n for n in self.nodes if not n.alive()]
+            self.fire_due_events()
+            current = {n.name: n for n in self.nodes}
+            dead = [n for name, n in current.items() if not n.alive() and name not in self.killed]
             self.poll()  # after the liveness check: a trainer that logs `done` and exits is not a failure
             if any(e["kind"] == "done" for evs in self.events.values() for e in evs):
                 self.wait_for_witnesses(min(deadline, time.monotonic() + WITNESS_WAIT_S))
@@ -172,6 +225,8 @@ class Simulation:
         malformed = sum(t.malformed for t in self.tails.values())
         summary = summarize(self.scenario, self.events, wall_s=self.wall_s, outcome=outcome,
                             grpo=grpo, exit_codes=codes, malformed=malformed)
+        summary["network"] = getattr(self, "network_summary", {"emulation": "none: every node on 127.0.0.1"})
+        summary["timeline"] = self.timeline
         path = write_report(summary, self.out / "report")
         rewards = summary["reward_per_step"]
         if rewards:
@@ -187,7 +242,7 @@ class Simulation:
                      f"{', '.join(f'{k} {v}' for k, v in acc['rejected'].items()) or 'none'}")
         self.say(f"capacity: {summary['capacity']['verdict']}")
         self.say(self.provenance_line(summary))
-        killed = [name for name, code in codes.items() if code == -9]
+        killed = [name for name, code in codes.items() if code == -9 and name not in self.killed]
         if killed:
             self.say(f"note: {', '.join(killed)} did not exit within 10s of SIGTERM and were killed")
         self.say(f"{outcome} after {summary['wall_s']:.0f}s; report: {path.parent}")

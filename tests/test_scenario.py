@@ -393,3 +393,40 @@ def test_a_bootstrap_node_that_never_joins_stops_the_run(simulate):
 def test_timeout_stops_every_node(simulate):
     code, output, summary, _ = simulate([IDLE_TRAINER, {"name": "r", "role": "rollout"}], timeout_s=3)
     assert code == 1 and summary["outcome"] == "timeout" and "timeout" in output
+
+
+GEO_NODES = [{"name": "t", "role": "trainer", "region": "eu"}, {"name": "r", "role": "rollout", "region": "asia"}]
+GEO = {"region": [{"name": "eu"}, {"name": "asia"}]}
+
+
+@pytest.mark.parametrize("tables, message", [
+    ({**GEO, "link": [{"between": ["eu", "mars"], "delay_ms": 10}]}, "link[0].between must name two regions of eu, asia"),
+    ({**GEO, "link": [{"between": ["eu", "asia"], "delay_ms": 10, "jitter_ms": 20}]}, "0 <= jitter_ms <= delay_ms"),
+    ({**GEO, "link": [{"between": ["eu", "asia"], "loss": 1.0}]}, "link[0].loss must be in [0, 1)"),
+    ({**GEO, "link": [{"between": ["eu", "asia"]}, {"between": ["asia", "eu"]}]}, "declared more than once"),
+    ({**GEO, "link": [{"between": "eu"}]}, "link[0].between must be a list of names"),
+    ({**GEO, "event": [{"at_s": 5, "action": "explode"}]}, "event[0].action must be one of kill, restart"),
+    ({**GEO, "event": [{"at_s": 5, "action": "kill", "node": "nobody"}]}, "event[0].node must name a [[node]]"),
+    ({**GEO, "event": [{"at_s": 5, "action": "partition", "regions": ["eu"]}]}, "event[0].regions must name two"),
+    ({**GEO, "event": [{"action": "heal", "regions": ["eu", "asia"]}]}, "event[0].at_s is required"),
+    ({"region": [{"name": "eu"}, {"name": "eu"}]}, "region 'eu' is declared more than once"),
+])
+def test_network_mistakes_name_the_field(tables, message):
+    with pytest.raises(ScenarioError, match=re.escape(message)):
+        parse_scenario(_with(nodes=GEO_NODES, **tables), source="geo.toml")
+
+
+def test_a_node_outside_the_regions_or_bandwidth_without_regions_is_refused():
+    with pytest.raises(ScenarioError, match=re.escape("node[1].region must be one of eu, asia")):
+        parse_scenario(_with(nodes=[GEO_NODES[0], {"name": "r", "role": "rollout"}], **GEO))
+    with pytest.raises(ScenarioError, match=re.escape("node[0] sets region or bandwidth, but the scenario declares")):
+        parse_scenario(_with(nodes=[{"name": "t", "role": "trainer", "up_mbit": 10.0},
+                                    {"name": "r", "role": "rollout"}]))
+
+
+def test_the_timeline_is_kept_in_time_order():
+    sc = parse_scenario(_with(nodes=GEO_NODES, **GEO, event=[
+        {"at_s": 9, "action": "heal", "regions": ["eu", "asia"]},
+        {"at_s": 4, "action": "partition", "regions": ["eu", "asia"]}]))
+    assert [(e.at_s, e.action) for e in sc.events] == [(4.0, "partition"), (9.0, "heal")]
+    assert sc.nodes[0].region == "eu" and sc.regions[1].name == "asia"

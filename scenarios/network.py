@@ -1,0 +1,95 @@
+"""A scenario's emulated network, for `swarm simulate`: its regions, links and per-node bandwidth
+as real namespaces and packets (`scenarios.netem.topology`), the links measured before the nodes
+start (configured vs measured, for the report), and the timeline's network events."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from scenarios.netem.topology import Host, LinkSpec, Topology, remove_leftovers
+from scenarios.scenario import Event, Scenario
+
+NODE_PORT = 4100
+MEASURE_PORT = 5001
+EMULATION = "network namespaces: tbf bandwidth, receive-side NFQUEUE delay/jitter/loss, iptables partitions"
+
+
+def links_of(scenario: Scenario) -> dict[tuple[str, str], LinkSpec]:
+    """(from, to) region -> spec, both directions of every [[link]]."""
+    out = {}
+    for link in scenario.links:
+        a, b = link.between
+        out[(a, b)] = out[(b, a)] = LinkSpec(link.delay_ms, link.jitter_ms, link.loss)
+    return out
+
+
+class ScenarioNetwork:
+    def __init__(self, scenario: Scenario, workdir: Path):
+        self.scenario = scenario
+        hosts = tuple(Host(n.name, n.region, n.up_mbit, n.down_mbit) for n in scenario.nodes)
+        self.topology = Topology("sim", tuple(r.name for r in scenario.regions), hosts, links_of(scenario),
+                                 workdir, seed=scenario.settings.seed)
+        self.measured: list[dict] = []
+
+    def up(self) -> list[str]:
+        """Create the network; returns the leftovers of dead runs it removed first."""
+        removed = remove_leftovers()
+        self.topology.up()
+        return removed
+
+    def down(self) -> None:
+        self.topology.down()
+
+    def node_args(self, name: str) -> list[str]:
+        maddr = f"/ip4/{self.topology.ip(name)}/tcp/{NODE_PORT}"
+        return ["--listen", maddr, "--announce", maddr]
+
+    def wrap(self, name: str) -> list[str]:
+        return self.topology.wrap(name)
+
+    def measure_links(self) -> list[dict]:
+        """Application-level RTT between the first nodes of every region pair (each region with
+        itself too, when it has two nodes), against the configured round trip."""
+        first: dict[str, list[str]] = {}
+        for n in self.scenario.nodes:
+            first.setdefault(n.region, []).append(n.name)
+        regions = [r.name for r in self.scenario.regions if r.name in first]
+        links = links_of(self.scenario)
+        for i, a in enumerate(regions):
+            for b in regions[i:]:
+                if a == b and len(first[a]) < 2:
+                    continue
+                src, dst = first[a][0], (first[b][1] if a == b else first[b][0])
+                rtt = self._rtt(src, dst)
+                configured = links.get((a, b), LinkSpec()).delay_ms + links.get((b, a), LinkSpec()).delay_ms
+                self.measured.append({"between": [a, b], "configured_rtt_ms": configured, "measured_rtt_ms": rtt,
+                                      "within_15pct": abs(rtt - configured) <= max(0.15 * configured, 2.0)})
+        return self.measured
+
+    def _rtt(self, src: str, dst: str) -> float:
+        import json
+
+        module = [sys.executable, "-m", "scenarios.netem.measure"]
+        server = subprocess.Popen([*self.wrap(dst), *module, "serve", self.topology.ip(dst), str(MEASURE_PORT)],
+                                  stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            server.stdout.readline()
+            result = subprocess.run([*self.wrap(src), *module, "rtt", self.topology.ip(dst), str(MEASURE_PORT), "10"],
+                                    capture_output=True, text=True, timeout=60, check=True)
+            return float(json.loads(result.stdout)["rtt_ms"])
+        finally:
+            server.kill()
+            server.wait()
+
+    def apply(self, event: Event) -> None:
+        a, b = event.regions
+        if event.action == "partition":
+            self.topology.partition(a, b)
+        elif event.action == "heal":
+            self.topology.heal(a, b)
+        elif event.action == "link":
+            self.topology.set_link(a, b, LinkSpec(event.delay_ms, event.jitter_ms, event.loss))
+
+    def summary(self) -> dict:
+        return {"emulation": EMULATION, "links": self.measured, "emulator_cpu_s": self.topology.emulator_cpu_s()}
