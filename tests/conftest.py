@@ -305,6 +305,18 @@ def save_lora(base_dir: Path, out: Path, seed: int, r: int = 8, alpha: int = 16,
     return save_random_lora(base_dir, out, seed, r, alpha, **lora)
 
 
+def llama_cpp_tokenize(gguf_path, text: str) -> list[int]:
+    """llama.cpp's own tokenizer on a GGUF (no BOS), in a child process: an abort in llama.cpp
+    (what our old GGUFs caused) fails the test instead of the test run."""
+    import json as _json
+
+    code = (f"import llama_cpp; m = llama_cpp.Llama(model_path={str(gguf_path)!r}, n_ctx=64, verbose=False); "
+            f"print(m.tokenize({text.encode()!r}, add_bos=False))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return _json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def trust_root(run_id: str, digest: str, trainer_keys: tuple = (), open_training: bool = False):
     """A trust root for protocol tests without a manifest file: the run's name and digest, and who
     may train (everyone when `open_training`). The owner key is a fixed one nobody signs with."""

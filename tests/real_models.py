@@ -63,12 +63,14 @@ def sentencepiece_tokenizer(out: Path):
 
 
 def build(arch: str, out: Path, seed: int = 0, shard_size: str | None = None) -> Path:
-    """A tiny `arch` model ('qwen2', 'qwen3', 'mistral', 'gemma') in `out`, bf16, with its
+    """A tiny `arch` model ('llama', 'qwen2', 'qwen3', 'mistral', 'gemma') in `out`, bf16, with its
     tokenizer; `shard_size` (e.g. "100KB") splits the weights into shards with an index."""
     import torch
     from transformers import (
         GemmaConfig,
         GemmaForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
         MistralConfig,
         MistralForCausalLM,
         Qwen2Config,
@@ -81,7 +83,8 @@ def build(arch: str, out: Path, seed: int = 0, shard_size: str | None = None) ->
     common = {"vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
               "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id}
-    classes = {"qwen2": (Qwen2Config, Qwen2ForCausalLM, {"tie_word_embeddings": True}),
+    classes = {"llama": (LlamaConfig, LlamaForCausalLM, {"tie_word_embeddings": False}),
+               "qwen2": (Qwen2Config, Qwen2ForCausalLM, {"tie_word_embeddings": True}),
                "qwen3": (Qwen3Config, Qwen3ForCausalLM, {"tie_word_embeddings": False, "head_dim": 24}),
                "mistral": (MistralConfig, MistralForCausalLM, {"tie_word_embeddings": False}),
                "gemma": (GemmaConfig, GemmaForCausalLM, {"head_dim": 16})}

@@ -1,4 +1,4 @@
-"""Real model families on both engines: Qwen2, Qwen3, Mistral and Gemma bases (built locally, bf16,
+"""Real model families on both engines: Llama (BPE), Qwen2, Qwen3, Mistral and Gemma bases (built locally, bf16,
 BPE or SentencePiece tokenizer; Gemma's sharded) are converted by llama.cpp's own converter, and
 llama.cpp agrees with transformers on every log-prob, with and without a LoRA adapter (converted
 the same way).
@@ -9,11 +9,11 @@ with "GGUF export supports Llama-architecture models only" (and then sat in the 
 from __future__ import annotations
 
 import pytest
-from conftest import assert_engines_agree, save_lora
+from conftest import assert_engines_agree, llama_cpp_tokenize, save_lora
 from real_models import build
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "mistral", "gemma"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "mistral", "gemma"])
 def test_a_family_base_and_its_lora_agree_across_engines(arch, tmp_path):
     from nodes.engines import make_engine
     from nodes.engines.gguf_export import read_gguf_meta
@@ -30,6 +30,8 @@ def test_a_family_base_and_its_lora_agree_across_engines(arch, tmp_path):
     assert read_gguf_meta(lc.gguf_path)["general.architecture"] == {"mistral": "llama"}.get(arch, arch)
     assert lc.gguf_path.with_name(lc.gguf_path.name + ".base-sha256").is_file()
     assert lc.tokenizer("sort the digits 31415")["input_ids"] == hf.tokenizer("sort the digits 31415")["input_ids"]
+    text = "hello world, the quick brown fox 31415"  # llama.cpp's own tokenizer agrees too
+    assert llama_cpp_tokenize(lc.gguf_path, text) == hf.tokenizer(text, add_special_tokens=False)["input_ids"]
     prompts = ["sort the digits 31415", "what is two plus two?", "hello world, the quick"]
     assert_engines_agree(hf, lc, prompts, save_lora(base, tmp_path / "lora", seed=0), arch)
     lc.close()

@@ -271,3 +271,14 @@ def test_general_llama_layouts_agree_across_engines(tmp_path):
     assert_engines_agree(hf, lc, prompts, save_lora(tmp_path / "m", tmp_path / "lora", seed=0),
                          "general llama layout", max_new_tokens=24)
     lc.close()
+
+
+def test_llama_cpps_own_tokenizer_reads_our_gguf_like_the_hf_tokenizer(base_gguf, tiny):
+    """Found by a user: any tokenize call on our base GGUF aborted llama.cpp (a char vocabulary
+    typed as SentencePiece, whose byte tokens it lacks). Now typed as merge-free byte-level BPE."""
+    from conftest import llama_cpp_tokenize
+    from transformers import AutoTokenizer
+
+    text = "321> ab, c=4"
+    assert llama_cpp_tokenize(base_gguf, text) == AutoTokenizer.from_pretrained(tiny)(
+        text, add_special_tokens=False).input_ids

@@ -1,7 +1,9 @@
-"""Write a Llama-architecture HF model (f32) and PEFT LoRA adapters as GGUF for llama.cpp.
+"""Write a Llama with a character-level tokenizer (the embedded tiny model) and its PEFT LoRA
+adapters as GGUF for llama.cpp.
 
-Every other architecture (Qwen2/3, Mistral, Gemma, ...) is converted by llama.cpp's own scripts
-(`llamacpp_tools`): `ensure_base_gguf` and `ensure_lora_gguf` pick the converter.
+Every other base (Llama with a BPE or SentencePiece tokenizer, Qwen2/3, Mistral, Gemma, ...) is
+converted by llama.cpp's own scripts (`llamacpp_tools`), which know each family's tokenizer:
+`ensure_base_gguf` and `ensure_lora_gguf` pick the converter.
 
 Our own writer (the `gguf` package's GGUFWriter), not llama.cpp's converter script, so that:
 - the output is deterministic (no paths, dates or tool versions in it): every node that converts
@@ -11,9 +13,11 @@ Our own writer (the `gguf` package's GGUFWriter), not llama.cpp's converter scri
 - it embeds the HF tokenizer files, so an engine pointed at a bare .gguf still encodes prompts
   with the same ids as the transformers engine (llama.cpp's own tokenizer is never used).
 
-The vocabulary is written as a SentencePiece-type ("llama") token list: llama.cpp needs one
-unique, non-empty string per embedding row and the special ids; with SPM it needs no merges. It
-would not tokenize like the original for BPE models, which does not matter: we feed token ids.
+The character vocabulary is written as a byte-level BPE ("gpt2") vocabulary without merges, its
+token strings in GPT-2's byte-to-unicode form (a space is "Ġ"), so llama.cpp's own tools tokenize
+text exactly as the HF tokenizer does (we feed token ids ourselves, but a GGUF that crashes
+`llama-cli` on its first prompt is not a GGUF). Typed as SentencePiece, as it once was, llama.cpp
+looked for byte tokens the vocabulary lacks and aborted on any tokenize call.
 
 Q and K projections are permuted as llama.cpp's convert_hf_to_gguf.py does for the llama arch:
 HF rotates halves of each head (rotate_half, pairs (i, i + d/2)), ggml's normal RoPE rotates
@@ -32,7 +36,7 @@ import numpy as np
 from nodes.engines.base import EngineError
 from nodes.models.pinning import file_sha256
 
-FORMAT = "echo-swarm-gguf/1"
+FORMAT = "echo-swarm-gguf/2"  # 2: the vocabulary is "gpt2"-typed (see the module docstring)
 KEY_FORMAT = "echo_swarm.format"
 KEY_BASE_SHA = "echo_swarm.base_sha256"
 KEY_VOCAB_SHA = "echo_swarm.vocab_sha256"
@@ -64,6 +68,9 @@ def hf_vocab(tokenizer, n_vocab: int) -> tuple[list[str], list[int]]:
     """One unique token string and a GGUF token type per embedding row (holes padded)."""
     from gguf import TokenType
 
+    from gguf.vocab import bytes_to_unicode  # GPT-2's byte -> printable character map
+
+    to_char = bytes_to_unicode()
     by_id: dict[int, str] = {i: t for t, i in tokenizer.get_vocab().items()}
     special = set(tokenizer.all_special_ids)
     added = set(tokenizer.get_added_vocab().values()) if hasattr(tokenizer, "get_added_vocab") else set()
@@ -83,6 +90,7 @@ def hf_vocab(tokenizer, n_vocab: int) -> tuple[list[str], list[int]]:
             types.append(int(TokenType.USER_DEFINED))
         else:
             types.append(int(TokenType.NORMAL))
+            tokens[-1] = "".join(to_char[b] for b in tok.encode("utf-8"))
     if len(set(tokens)) != len(tokens):
         raise EngineError("tokenizer vocabulary has duplicate token strings; llama.cpp cannot load it")
     if max(by_id, default=-1) >= n_vocab:
@@ -245,10 +253,13 @@ def export_base_gguf(hf_dir: Path | str, out: Path | str) -> Path:
             w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             w.add_rope_scaling_factor(float(hp["rope"]["factor"]))
         w.add_layer_norm_rms_eps(float(hp["eps"]))
-        w.add_tokenizer_model("llama")
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("default")
         w.add_token_list(tokens)
-        w.add_token_scores([0.0] * len(tokens))
         w.add_token_types(types)
+        # One character per token: nothing to merge; llama.cpp wants the key, and writers drop an
+        # empty array, so one merge of two NUL bytes ("Ā"), which text never holds.
+        w.add_token_merges(["\u0100 \u0100"])
         for tid, add in ((tokenizer.bos_token_id, w.add_bos_token_id), (tokenizer.eos_token_id, w.add_eos_token_id),
                          (tokenizer.unk_token_id, w.add_unk_token_id), (tokenizer.pad_token_id, w.add_pad_token_id)):
             if tid is not None:
@@ -298,8 +309,16 @@ def default_gguf_path(hf_dir: Path | str) -> Path:
 
 
 def is_llama(hf_dir: Path | str) -> bool:
-    """Whether our own writer converts this base (else llama.cpp's converter does)."""
-    return json.loads((Path(hf_dir) / "config.json").read_text()).get("model_type") in LLAMA_MODEL_TYPES
+    """Whether our own writer converts this base: a Llama with a character-level (WordLevel)
+    tokenizer, which llama.cpp's converter cannot express; every other base is llama.cpp's."""
+    hf_dir = Path(hf_dir)
+    if json.loads((hf_dir / "config.json").read_text()).get("model_type") not in LLAMA_MODEL_TYPES:
+        return False
+    try:
+        kind = json.loads((hf_dir / "tokenizer.json").read_text())["model"]["type"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return kind == "WordLevel"
 
 
 def ensure_base_gguf(hf_dir: Path | str, out: Path | str | None = None) -> Path:
@@ -312,7 +331,10 @@ def ensure_base_gguf(hf_dir: Path | str, out: Path | str | None = None) -> Path:
     digest = hf_base_sha256(hf_dir)
     if out.is_file():
         try:
-            if (pin.read_text() if pin.is_file() else read_gguf_meta(out).get(KEY_BASE_SHA)) == digest:
+            if pin.is_file() and pin.read_text() == digest:
+                return out
+            meta = {} if pin.is_file() else read_gguf_meta(out)
+            if meta.get(KEY_BASE_SHA) == digest and meta.get(KEY_FORMAT) == FORMAT:
                 return out
         except (ValueError, OSError):
             pass  # unreadable cache: write it again
