@@ -67,7 +67,6 @@ def hf_base_sha256(hf_dir: Path | str) -> str:
 def hf_vocab(tokenizer, n_vocab: int) -> tuple[list[str], list[int]]:
     """One unique token string and a GGUF token type per embedding row (holes padded)."""
     from gguf import TokenType
-
     from gguf.vocab import bytes_to_unicode  # GPT-2's byte -> printable character map
 
     to_char = bytes_to_unicode()
