@@ -75,7 +75,7 @@ class ScenarioNetwork:
                                   stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             server.stdout.readline()
-            result = subprocess.run([*self.wrap(src), *module, "rtt", self.topology.ip(dst), str(MEASURE_PORT), "10"],
+            result = subprocess.run([*self.wrap(src), *module, "rtt", self.topology.ip(dst), str(MEASURE_PORT), "20"],
                                     capture_output=True, text=True, timeout=60, check=True)
             return float(json.loads(result.stdout)["rtt_ms"])
         finally:

@@ -10,6 +10,7 @@ the delayer holds the packet, so it under-reports: DESIGN.md §7).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import statistics
 import sys
@@ -89,7 +90,17 @@ def recv_mbit_s(host: str, port: int, seconds: float) -> float:
         return got * 8 / (time.monotonic() - t0) / 1e6 if t0 else 0.0
 
 
+def _ahead_of_the_load() -> None:
+    """Run at the delayer's priority when we may: we measure the link, not the scheduler of a
+    busy 2-core machine (a Python process woken late reads as a longer link)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -15)
+    except OSError:
+        pass
+
+
 if __name__ == "__main__":
+    _ahead_of_the_load()
     cmd, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if cmd == "serve":
         serve(host, port)
