@@ -85,8 +85,10 @@ class MetricsTail:
 
 
 def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome: str,
-              grpo: dict | None = None, exit_codes: dict | None = None, malformed: int = 0) -> dict:
-    """summary.json's content. `events`: node name -> its metrics events, in file order."""
+              grpo: dict | None = None, exit_codes: dict | None = None, malformed: int = 0,
+              started_at: float | None = None) -> dict:
+    """summary.json's content. `events`: node name -> its metrics events, in file order;
+    `started_at`: unix time the nodes were launched (wall-time axes count from it)."""
     s = scenario.settings
     steps = {}
     for e in (e for evs in events.values() for e in evs if e["kind"] == "step"):
@@ -100,12 +102,15 @@ def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome
     nodes = {spec.name: _node_summary(spec, events.get(spec.name, []), codes.get(spec.name), ordered)
              for spec in scenario.nodes}
     learner = _learner(ordered)
+    t0 = started_at if started_at is not None else min((e["t"] for evs in events.values() for e in evs if "t" in e),
+                                                       default=0.0)
     return {
         "scenario": s.name, "mode": s.mode, "S": s.staleness, "publish_every": s.publish_every,
         "outcome": outcome, "steps_planned": s.steps, "steps_done": len(ordered),
         "done": any(e["kind"] == "done" for evs in events.values() for e in evs),
         "wall_s": round(wall_s, 2),
         "reward_steps": sorted(steps), "reward_per_step": rewards,
+        "reward_wall_s": [round(float(e["t"]) - t0, 2) for e in ordered],
         "reward_first10_mean": _mean(rewards[:10]), "reward_last10_mean": _mean(rewards[-10:]),
         "staleness_histogram": {str(k): lags[k] for k in sorted(lags)},
         "accounting": _accounting(events),
@@ -234,7 +239,10 @@ def capacity_rule(*, samples_per_step, tokens_per_sample, t_train_s, t_bcast_s: 
 
 
 def write_report(summary: dict, report_dir: Path) -> Path:
-    """summary.json plus the plots it names (skipped, with the reason, without matplotlib)."""
+    """summary.json, the plots it names (skipped, with the reason, without matplotlib) and
+    index.html, which shows them all in one self-contained page."""
+    from scenarios.html_report import write_html
+
     report_dir.mkdir(parents=True, exist_ok=True)
     try:
         summary["plots"] = _plots(summary, report_dir)
@@ -242,6 +250,7 @@ def write_report(summary: dict, report_dir: Path) -> Path:
         summary["plots"] = {"skipped": "matplotlib is not installed: pip install 'echo-swarm[plots]'"}
     path = report_dir / "summary.json"
     path.write_text(json.dumps(summary, indent=1) + "\n")
+    write_html(summary, report_dir / "index.html")
     return path
 
 
@@ -251,7 +260,8 @@ def _plots(summary: dict, report_dir: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = {"reward": str(report_dir / "reward.png"), "staleness": str(report_dir / "staleness.png")}
+    paths = {"reward": str(report_dir / "reward.png"), "staleness": str(report_dir / "staleness.png"),
+             "reward_time": str(report_dir / "reward_time.png")}
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(summary["reward_steps"], summary["reward_per_step"], marker=".", lw=1)
     ax.set(xlabel="trainer step", ylabel="mean reward", title=f"{summary['scenario']}: reward per step")
@@ -267,6 +277,17 @@ def _plots(summary: dict, report_dir: Path) -> dict:
            title=f"staleness ({summary['mode']}, S={summary['S']})")
     fig.tight_layout()
     fig.savefig(paths["staleness"], dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 3.5))  # wall time, with what the timeline did marked on it
+    ax.plot(summary.get("reward_wall_s", []), summary["reward_per_step"], marker=".", lw=1)
+    for event in summary.get("timeline", []):
+        ax.axvline(event["t"], color="tab:red", ls="--", lw=0.8)
+        ax.annotate(f"{event['action']} {event['target']}", (event["t"], 1.0), xycoords=("data", "axes fraction"),
+                    rotation=90, va="top", ha="right", fontsize=7, color="tab:red")
+    ax.set(xlabel="seconds since launch", ylabel="mean reward", title=f"{summary['scenario']}: reward over time")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(paths["reward_time"], dpi=100)
     plt.close(fig)
     return paths
 

@@ -89,7 +89,7 @@ class Simulation:
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             self.network_up()
-            self.started = time.monotonic()
+            self.started, self.started_unix = time.monotonic(), time.time()
             outcome = self.launch_and_watch(run)
         except KeyboardInterrupt:
             self.say("interrupted")
@@ -224,7 +224,8 @@ class Simulation:
         self.poll()
         malformed = sum(t.malformed for t in self.tails.values())
         summary = summarize(self.scenario, self.events, wall_s=self.wall_s, outcome=outcome,
-                            grpo=grpo, exit_codes=codes, malformed=malformed)
+                            grpo=grpo, exit_codes=codes, malformed=malformed,
+                            started_at=getattr(self, "started_unix", None))
         summary["network"] = getattr(self, "network_summary", {"emulation": "none: every node on 127.0.0.1"})
         summary["timeline"] = self.timeline
         path = write_report(summary, self.out / "report")
@@ -245,7 +246,7 @@ class Simulation:
         killed = [name for name, code in codes.items() if code == -9 and name not in self.killed]
         if killed:
             self.say(f"note: {', '.join(killed)} did not exit within 10s of SIGTERM and were killed")
-        self.say(f"{outcome} after {summary['wall_s']:.0f}s; report: {path.parent}")
+        self.say(f"{outcome} after {summary['wall_s']:.0f}s; report: {path.parent / 'index.html'}")
         return EXIT_CODES[outcome]
 
     def wait_for_witnesses(self, until: float) -> None:

@@ -277,8 +277,39 @@ def test_report_writes_summary_and_plots(tmp_path):
     summary = summarize(DEFAULT, events_of(paths), wall_s=1, outcome="done")
     path = write_report(summary, tmp_path / "report")
     written = json.loads(path.read_text())
-    for plot in ("reward", "staleness"):
+    for plot in ("reward", "staleness", "reward_time"):
         assert Path(written["plots"][plot]).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_html_report_is_one_self_contained_page(tmp_path):
+    """index.html opens from disk: every image inline, no script, no link to anywhere; it shows
+    the network as configured and measured, the timeline, and the nodes."""
+    from html.parser import HTMLParser
+
+    import matplotlib  # noqa: F401
+    paths = synthetic_run(tmp_path)
+    summary = summarize(DEFAULT, events_of(paths), wall_s=1, outcome="done")
+    summary["network"] = {"emulation": "network namespaces: ...", "emulator_cpu_s": 1.5, "links": [
+        {"between": ["eu", "asia"], "configured_rtt_ms": 90.0, "measured_rtt_ms": 93.2, "within_15pct": True}]}
+    summary["timeline"] = [{"t": 12.3, "at_s": 12, "action": "partition", "target": "eu-asia"}]
+    write_report(summary, tmp_path / "report")
+    page = (tmp_path / "report" / "index.html").read_text()
+
+    class Refs(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.refs, self.tags = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            self.refs += [v for k, v in attrs if k in ("src", "href")]
+
+    parser = Refs()
+    parser.feed(page)
+    assert "script" not in parser.tags and len(parser.refs) == 3
+    assert all(ref.startswith("data:image/png;base64,iVBOR") for ref in parser.refs)
+    for text in ("eu - asia", "93.2", "partition", "eu-asia", "1.5 CPU seconds", "trainer", "Capacity"):
+        assert text in page, text
 
 
 def test_metrics_tail_waits_for_the_end_of_a_line(tmp_path):

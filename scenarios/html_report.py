@@ -1,0 +1,93 @@
+"""`report/index.html`: one self-contained page (plots inlined as data URIs, no scripts, no
+network) that opens from disk and shows a run: outcome and reward, the network as configured
+beside what was measured, what the timeline did, chunk accounting, the capacity rule, per-node
+work, and the plots. Everything on it comes from summary.json."""
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+
+STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.bad{color:#b00}.good{color:#070}
+img{max-width:100%;border:1px solid #eee;margin:.3em 0}h2{margin-top:1.6em;border-bottom:1px solid #ddd}"""
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _num(value, fmt: str = "{:.2f}") -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def _verdict(ok) -> str:
+    return "" if ok is None else ('<span class="good">yes</span>' if ok else '<span class="bad">NO</span>')
+
+
+def _image(path: str) -> str:
+    try:
+        data = base64.b64encode(Path(path).read_bytes()).decode()
+    except OSError:
+        return ""
+    return f'<img alt="{escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
+
+
+def render(summary: dict) -> str:
+    s, parts = summary, []
+    rewards = s.get("reward_per_step") or []
+    parts.append(f"<h1>{escape(s['scenario'])}: {escape(s['outcome'])}</h1>")
+    parts.append(f"<p>{s['steps_done']} of {s['steps_planned']} steps in {s['wall_s']:.0f} s, {escape(s['mode'])} "
+                 f"(S={s['S']}, kappa={s['publish_every']}); mean reward "
+                 f"{_num(s.get('reward_first10_mean'))} (first 10 steps) to {_num(s.get('reward_last10_mean'))} "
+                 f"(last 10){'' if rewards else ': no step was logged'}.</p>")
+
+    network = s.get("network") or {}
+    parts.append(f"<h2>Network</h2><p>{escape(network.get('emulation', 'not recorded'))}"
+                 + (f"; the emulator used {network['emulator_cpu_s']:.1f} CPU seconds"
+                    if network.get("emulator_cpu_s") is not None else "") + ".</p>")
+    if network.get("links"):
+        parts.append(_table(["regions", "round trip configured (ms)", "measured (ms)", "within 15 %"],
+                            [[escape(" - ".join(link["between"])), _num(link["configured_rtt_ms"], "{:.0f}"),
+                              _num(link["measured_rtt_ms"], "{:.1f}"), _verdict(link["within_15pct"])]
+                             for link in network["links"]]))
+
+    timeline = s.get("timeline") or []
+    parts.append("<h2>Timeline</h2>" + (_table(["at (s)", "planned (s)", "action", "target"],
+                                               [[_num(e["t"], "{:.1f}"), _num(e["at_s"], "{:.0f}"),
+                                                 escape(e["action"]), escape(e["target"])] for e in timeline])
+                                        if timeline else "<p>No timeline events.</p>"))
+
+    acc = s.get("accounting") or {}
+    if acc:
+        rejected = ", ".join(f"{escape(k)} {v}" for k, v in (acc.get("rejected") or {}).items()) or "none"
+        parts.append("<h2>Chunks</h2>" + _table(
+            ["accepted", "consumed", "dropped", "buffered", "reconciled", "rejected at intake"],
+            [[acc.get("accepted"), acc.get("consumed"), sum((acc.get("dropped") or {}).values()),
+              acc.get("buffered"), _verdict(acc.get("reconciled")), rejected]]))
+    capacity = s.get("capacity") or {}
+    if capacity:
+        parts.append(f"<h2>Capacity</h2><p>{escape(str(capacity.get('verdict', '')))}</p>")
+
+    nodes = s.get("nodes") or {}
+    parts.append("<h2>Nodes</h2>" + _table(
+        ["node", "role", "engine", "chunks", "tokens/s", "effective tokens/s", "adoption delay (s)", "exit code"],
+        [[escape(name), escape(str(n.get("observed_role") or n.get("role"))), escape(str(n.get("engine"))),
+          n.get("chunks", 0), _num(n.get("tokens_per_s"), "{:.0f}"), _num(n.get("effective_tokens_per_s"), "{:.0f}"),
+          _num(n.get("adoption_s")), "" if n.get("exit_code") is None else n["exit_code"]]
+         for name, n in nodes.items()]))
+
+    plots = s.get("plots") or {}
+    images = [_image(p) for key, p in plots.items() if key != "skipped"]
+    parts.append("<h2>Plots</h2>" + ("".join(images) if images else
+                                      f"<p>{escape(plots.get('skipped', 'no plots were written'))}</p>"))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(s['scenario'])}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_html(summary: dict, path: Path) -> Path:
+    path.write_text(render(summary))
+    return path
