@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--announce", action="append", default=None, metavar="MADDR",
                    help="multiaddr others should dial (needs an explicit port)")
     s.add_argument("--initial-peers", nargs="*", default=[], metavar="MADDR", help="peers to join through")
+    s.add_argument("--join-patience", type=float, default=60.0, metavar="SECONDS",
+                   help="keep trying initial peers that do not answer this long (not up yet, or behind a "
+                        "partition) before giving up (default 60)")
     s.add_argument("--role", choices=("auto", "rollout", "trainer"), default="auto")
     s.add_argument("--workdir", default=None, help="state directory (default ./runs/<run-id>/<key-id>)")
     s.add_argument("--upnp", action="store_true", help="ask the router for a port mapping (off by default)")

@@ -38,6 +38,8 @@ class NodeOptions:
     nat_port_map: bool = False
     updates_file: Path | None = None
     """Where the owner's manifest updates appear (`swarm trust` writes MANIFEST.updates); re-read each period."""
+    join_patience_s: float = 60.0
+    """How long to keep trying initial peers that do not answer (not up yet, behind a partition)."""
 
 
 class Node:
@@ -81,6 +83,7 @@ class Node:
             initial_peers=options.initial_peers,
             identity_dir=options.workdir,
             nat_port_map=options.nat_port_map,
+            join_patience_s=options.join_patience_s,
             member_allowed=lambda key_id: self.trust.manifest.member_allowed(key_id),
         )
         self.view = SwarmView([])

@@ -38,6 +38,10 @@ def nodes_key(signed: SignedManifest) -> str:
     return f"{signed.namespace}/nodes"
 
 
+JOIN_RETRY_S = 3.0
+"""Pause between attempts to reach initial peers that do not answer."""
+
+
 class Membership:
     def __init__(
         self,
@@ -51,10 +55,12 @@ class Membership:
         client_mode: bool = False,
         nat_port_map: bool = False,
         join_timeout_s: float = 20.0,
+        join_patience_s: float = 0.0,
         member_allowed: Callable[[str], bool] | None = None,
     ):
         """`member_allowed(key_id)`: whose records count (default: the manifest's rollout keys;
-        a node passes its manifest as the owner's updates leave it)."""
+        a node passes its manifest as the owner's updates leave it). `join_patience_s`: how long
+        to keep trying initial peers that do not answer (not up yet, or behind a partition)."""
         self.signed = signed
         self.identity = identity
         self.member_allowed = member_allowed or signed.manifest.member_allowed
@@ -77,17 +83,25 @@ class Membership:
             identity.write_libp2p_identity(path)
             self._kwargs["identity_path"] = str(path)
         self._join_timeout_s = join_timeout_s
+        self._join_patience_s = join_patience_s
         self.dht = None
 
     def start(self) -> None:
         import hivemind
 
-        try:
-            self.dht = hivemind.DHT(start=True, await_ready=False, **self._kwargs)
-            self.dht.wait_until_ready(timeout=self._join_timeout_s + 10)
-        except Exception as e:  # noqa: BLE001 - hivemind raises a zoo of types here; all mean "could not join"
-            self.shutdown()
-            raise JoinError(_explain_join_failure(e, self._kwargs)) from None
+        give_up = time.monotonic() + self._join_patience_s
+        while True:
+            try:
+                self.dht = hivemind.DHT(start=True, await_ready=False, **self._kwargs)
+                self.dht.wait_until_ready(timeout=self._join_timeout_s + 10)
+                return
+            except Exception as e:  # noqa: BLE001 - hivemind raises a zoo of types here; all mean "could not join"
+                self.shutdown()
+                if "bootstrap peers" not in str(e) or time.monotonic() > give_up:
+                    raise JoinError(_explain_join_failure(e, self._kwargs)) from None
+                log.warning("the initial peers do not answer yet; trying again for up to %.0f s",
+                            give_up - time.monotonic())
+                time.sleep(JOIN_RETRY_S)
 
     @property
     def peer_id(self) -> str:

@@ -196,3 +196,33 @@ def test_a_timed_out_swarm_read_keeps_the_records_still_valid(tmp_path):
         membership.dht.get = real_get
     finally:
         membership.shutdown()
+
+
+def test_a_node_started_before_its_bootstrap_peer_joins_when_it_comes_up(tmp_path, launched):
+    """B is started pointing at A, which is not up yet (in a simulated swarm: behind a partition
+    when B started). Before, B exited at once ("failed to connect to bootstrap peers"); now it
+    keeps trying (--join-patience) and joins once A listens."""
+    import socket
+
+    from conftest import write_signed_run
+
+    from crypto.identity import Identity
+
+    run = write_signed_run(tmp_path, "late", swarm={"announce_period_s": PERIOD})
+    a_key = Identity.generate()
+    a_key.save(tmp_path / "a.key")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    a_addr = f"/ip4/127.0.0.1/tcp/{port}"
+    b = NodeProcess("b", tmp_path / "b", ["--run", str(run), "--key", str(tmp_path / "b.key"), "--role", "rollout",
+                                          "--engine", "transformers", "--threads", "1", "--join-patience", "90",
+                                          "--initial-peers", f"{a_addr}/p2p/{a_key.peer_id}"]).start()
+    launched.append(b)
+    wait_for(lambda: "do not answer yet" in b.log_tail(20), 60, "b to say it is waiting for its peers", [b])
+    a = NodeProcess("a", tmp_path / "a", ["--run", str(run), "--key", str(tmp_path / "a.key"), "--role", "rollout",
+                                          "--engine", "transformers", "--threads", "1", "--listen", a_addr]).start()
+    launched.append(a)
+    wait_for(lambda: len(view_of(a)) == 2 and len(view_of(b)) == 2, 120, "a and b to see each other", [a, b])
+    b.stop()
+    a.stop()

@@ -42,6 +42,8 @@ def check_arguments(args) -> None:
                 raise CliError(f"{flag} {addr!r} is not a multiaddr; write e.g. /ip4/203.0.113.7/tcp/31337"
                                + ("/p2p/<peer id> (printed by the node you join)" if flag == "--initial-peers"
                                   else "")) from None
+    if args.join_patience < 0:
+        raise CliError(f"--join-patience {args.join_patience:g} must be >= 0 (seconds)")
     if args.workdir and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
         raise CliError(f"--workdir {args.workdir} is a file; give a directory (it is created if missing)")
 
@@ -97,6 +99,7 @@ def run(args) -> int:
         workdir=workdir,
         nat_port_map=args.upnp,
         updates_file=updates_path(args.run),
+        join_patience_s=args.join_patience,
     )
     hardware = probe_hardware()
     engine = engine_choice if engine_choice != "auto" else (
