@@ -72,10 +72,12 @@ def render(summary: dict) -> str:
     if capacity:
         parts.append(f"<h2>Capacity</h2><p>{escape(str(capacity.get('verdict', '')))}</p>")
 
-    nodes = s.get("nodes") or {}
+    nodes, devices = s.get("nodes") or {}, s.get("devices") or {}
     parts.append("<h2>Nodes</h2>" + _table(
-        ["node", "role", "engine", "chunks", "tokens/s", "effective tokens/s", "adoption delay (s)", "exit code"],
+        ["node", "role", "engine", "device", "chunks", "tokens/s", "effective tokens/s", "adoption delay (s)",
+         "exit code"],
         [[escape(name), escape(str(n.get("observed_role") or n.get("role"))), escape(str(n.get("engine"))),
+          escape(devices.get(name, {}).get("profile", "this machine, no limit")),
           n.get("chunks", 0), _num(n.get("tokens_per_s"), "{:.0f}"), _num(n.get("effective_tokens_per_s"), "{:.0f}"),
           _num(n.get("adoption_s")), "" if n.get("exit_code") is None else n["exit_code"]]
          for name, n in nodes.items()]))

@@ -95,6 +95,9 @@ class NodeSpec:
     """Uplink bandwidth in Mbit/s (0: unlimited)."""
     down_mbit: float = 0.0
     """Downlink bandwidth in Mbit/s (0: unlimited)."""
+    cpu_cores: float = 0.0
+    """Run like slower hardware: a CPU quota of this many cores for the node's processes (cgroups,
+    root only; e.g. 0.25 is a quarter of one core). 0: no quota."""
 
 
 @dataclass(frozen=True)
@@ -280,6 +283,8 @@ def _network_problems(sc: Scenario) -> list[str]:
             problems.append(f"node[{i}] sets region or bandwidth, but the scenario declares no [[region]]")
         if n.up_mbit < 0 or n.down_mbit < 0:
             problems.append(f"node[{i}].up_mbit and down_mbit must be >= 0 (0: unlimited)")
+        if not 0 <= n.cpu_cores <= 1024:
+            problems.append(f"node[{i}].cpu_cores must be in [0, 1024] (0: no quota)")
     pairs = []
     for i, link in enumerate(sc.links):
         problems += _link_problems(f"link[{i}]", link.between, link, regions)

@@ -71,6 +71,7 @@ class Simulation:
         self.pending = list(scenario.events)  # the timeline, by time
         self.timeline: list[dict] = []  # what was done, when
         self.killed: set[str] = set()  # nodes the timeline took down (not failures)
+        self.quotas: dict = {}  # node name -> CpuQuota, for nodes that run like slower hardware
 
     def node_args(self, spec, run: Path, peers: list[str]) -> list[str]:
         return [*(self.network.node_args(spec.name) if self.network else []), "--run", str(run), "--key", str(self.out / "keys" / f"{spec.name}.key"), "--role", spec.role,
@@ -96,6 +97,10 @@ class Simulation:
         finally:
             self.wall_s = time.monotonic() - self.started
             codes = self.stop_all()
+            self.devices = {name: {"profile": q.description, "throttled_periods": q.throttled_periods()}
+                            for name, q in self.quotas.items()}
+            for quota in self.quotas.values():
+                quota.remove()
             if self.network is not None:
                 self.network_summary = self.network.summary()
                 self.network.down()
@@ -103,7 +108,9 @@ class Simulation:
         return self.report(outcome, grpo, codes)
 
     def network_up(self) -> None:
-        """The scenario's regions and links as namespaces, measured before any node starts."""
+        """The scenario's regions and links as namespaces, measured before any node starts; and
+        the CPU quotas of nodes that run like slower hardware."""
+        self.quotas_up()
         if not self.scenario.regions:
             return
         from scenarios.netem.topology import unavailable
@@ -138,6 +145,18 @@ class Simulation:
         self.run_file, self.bootstrap = run, maddr
         return self.watch(deadline)
 
+    def quotas_up(self) -> None:
+        slow = [n for n in self.scenario.nodes if n.cpu_cores]
+        if not slow:
+            return
+        from scenarios import cpu_quota
+
+        why = cpu_quota.unavailable()
+        if why:
+            raise ScenarioError(f"{self.scenario.source}: this scenario gives nodes a CPU quota, but {why}")
+        cpu_quota.remove_leftovers()
+        self.quotas = {n.name: cpu_quota.CpuQuota("sim", n.name, n.cpu_cores) for n in slow}
+
     def fire_due_events(self) -> None:
         """Apply the timeline's events whose time has come (seconds since the nodes launched)."""
         while self.pending and self.pending[0].at_s <= time.monotonic() - self.started:
@@ -163,7 +182,10 @@ class Simulation:
         wrap = {"wrap": self.network.wrap(spec.name)} if self.network else {}
         node = self.node_cls(spec.name, self.out / "nodes" / spec.name, self.node_args(spec, run, peers), **wrap)
         self.nodes.append(node)
-        return node.start()
+        node.start()
+        if spec.name in self.quotas:
+            self.quotas[spec.name].apply(node.pid)
+        return node
 
     def watch(self, deadline: float) -> str:
         if self.quiet:
@@ -228,6 +250,7 @@ class Simulation:
                             started_at=getattr(self, "started_unix", None))
         summary["network"] = getattr(self, "network_summary", {"emulation": "none: every node on 127.0.0.1"})
         summary["timeline"] = self.timeline
+        summary["devices"] = getattr(self, "devices", {})
         path = write_report(summary, self.out / "report")
         rewards = summary["reward_per_step"]
         if rewards:

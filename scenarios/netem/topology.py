@@ -281,14 +281,14 @@ def remove_leftovers() -> list[str]:
     removed = []
     for name in our_namespaces():
         owner = name[len(PREFIX):].split("-", 1)[0]
-        if not owner.isdigit() or _alive(int(owner)):
+        if not owner.isdigit() or process_alive(int(owner)):
             continue
         _remove_namespace(name)
         removed.append(name)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
