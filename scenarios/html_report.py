@@ -54,6 +54,12 @@ def render(summary: dict) -> str:
                             [[escape(" - ".join(link["between"])), _num(link["configured_rtt_ms"], "{:.0f}"),
                               _num(link["measured_rtt_ms"], "{:.1f}"), _verdict(link["within_15pct"])]
                              for link in network["links"]]))
+    if network.get("bandwidth"):
+        parts.append(_table(["node", "direction", "against", "Mbit/s configured", "measured (TCP goodput)",
+                             "within 15 %"],
+                            [[escape(bw["node"]), escape(bw["direction"]), escape(bw["peer"]),
+                              _num(bw["configured_mbit_s"], "{:g}"), _num(bw["measured_mbit_s"], "{:.1f}"),
+                              _verdict(bw["within_15pct"])] for bw in network["bandwidth"]]))
 
     timeline = s.get("timeline") or []
     parts.append("<h2>Timeline</h2>" + (_table(["at (s)", "planned (s)", "action", "target"],

@@ -31,6 +31,7 @@ class ScenarioNetwork:
         self.topology = Topology("sim", tuple(r.name for r in scenario.regions), hosts, links_of(scenario),
                                  workdir, seed=scenario.settings.seed)
         self.measured: list[dict] = []
+        self.bandwidth: list[dict] = []
 
     def up(self) -> list[str]:
         """Create the network; returns the leftovers of dead runs it removed first."""
@@ -67,7 +68,30 @@ class ScenarioNetwork:
                                       "within_15pct": abs(rtt - configured) <= max(0.15 * configured, 2.0)})
         return self.measured
 
+    def measure_bandwidth(self, seconds: float = 2.0) -> list[dict]:
+        """TCP goodput of every node with a bandwidth limit, both ways, against another node:
+        expected is the narrower end (a sender's uplink, a receiver's downlink)."""
+        for node in self.scenario.nodes:
+            if not (node.up_mbit or node.down_mbit):
+                continue
+            peer = next(n for n in self.scenario.nodes if n.name != node.name)
+            for direction, ours, theirs in (("up", node.up_mbit, peer.down_mbit), ("down", node.down_mbit, peer.up_mbit)):
+                limits = [x for x in (ours, theirs) if x]
+                if not limits:
+                    continue
+                mbit = self._measure(node.name, peer.name, "send" if direction == "up" else "recv", str(seconds),
+                                     key="mbit_s")
+                expected = min(limits)
+                self.bandwidth.append({"node": node.name, "direction": direction, "peer": peer.name,
+                                       "configured_mbit_s": expected, "measured_mbit_s": mbit,
+                                       "within_15pct": abs(mbit - expected) <= 0.15 * expected})
+        return self.bandwidth
+
     def _rtt(self, src: str, dst: str) -> float:
+        return self._measure(src, dst, "rtt", "20", key="rtt_ms")
+
+    def _measure(self, src: str, dst: str, what: str, arg: str, key: str) -> float:
+        """Run `scenarios.netem.measure WHAT` in `src` against a server in `dst`."""
         import json
 
         module = [sys.executable, "-m", "scenarios.netem.measure"]
@@ -75,9 +99,9 @@ class ScenarioNetwork:
                                   stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             server.stdout.readline()
-            result = subprocess.run([*self.wrap(src), *module, "rtt", self.topology.ip(dst), str(MEASURE_PORT), "20"],
+            result = subprocess.run([*self.wrap(src), *module, what, self.topology.ip(dst), str(MEASURE_PORT), arg],
                                     capture_output=True, text=True, timeout=60, check=True)
-            return float(json.loads(result.stdout)["rtt_ms"])
+            return float(json.loads(result.stdout)[key])
         finally:
             server.kill()
             server.wait()
@@ -92,4 +116,5 @@ class ScenarioNetwork:
             self.topology.set_link(a, b, LinkSpec(event.delay_ms, event.jitter_ms, event.loss))
 
     def summary(self) -> dict:
-        return {"emulation": EMULATION, "links": self.measured, "emulator_cpu_s": self.topology.emulator_cpu_s()}
+        return {"emulation": EMULATION, "links": self.measured, "bandwidth": self.bandwidth,
+                "emulator_cpu_s": self.topology.emulator_cpu_s()}

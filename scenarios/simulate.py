@@ -127,6 +127,9 @@ class Simulation:
             a, b = link["between"]
             self.say(f"link {a}-{b}: round trip {link['measured_rtt_ms']:.1f} ms measured, "
                      f"{link['configured_rtt_ms']:.0f} ms configured")
+        for bw in self.network.measure_bandwidth():
+            self.say(f"{bw['node']} {bw['direction']}link (to/from {bw['peer']}): {bw['measured_mbit_s']:.1f} Mbit/s "
+                     f"measured, {bw['configured_mbit_s']:g} configured")
 
     def launch_and_watch(self, run: Path) -> str:
         specs, deadline = self.scenario.nodes, self.started + self.scenario.settings.timeout_s

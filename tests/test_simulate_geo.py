@@ -79,5 +79,9 @@ def test_a_two_region_run_with_a_partition_and_a_restart_finishes_and_reports_it
     [link] = network["links"]
     assert link["configured_rtt_ms"] == 50 and link["within_15pct"], link
     assert network["emulator_cpu_s"] > 0
+    bandwidth = {(b["node"], b["direction"]): b for b in network["bandwidth"]}
+    assert {k: b["configured_mbit_s"] for k, b in bandwidth.items()} == {
+        ("trainer", "up"): 20, ("trainer", "down"): 10, ("rollout", "up"): 10, ("rollout", "down"): 20}
+    assert all(b["within_15pct"] for b in bandwidth.values()), bandwidth
     assert [e["action"] for e in summary["timeline"]] == ["partition", "heal", "kill", "restart"]
     assert set(our_namespaces()) <= before and not [n for n in our_namespaces() if f"{os.getpid()}" in n]
