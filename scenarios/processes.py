@@ -82,12 +82,18 @@ class NodeProcess:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP (or SIGCONT) the node's whole process group: its DHT child and p2pd stop too."""
+        if self.alive():
+            _signal_group(self.proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGTERM the node alone, so it shuts its DHT child and p2pd down in order; then SIGTERM
         its process group and finally SIGKILL whatever is left of it."""
         if self.proc is None:
             return None
         pgid = self.proc.pid  # start_new_session: the group id is the node's pid
+        _signal_group(pgid, signal.SIGCONT)  # a frozen node cannot act on SIGTERM
         if self.alive():
             os.kill(self.proc.pid, signal.SIGTERM)
         try:

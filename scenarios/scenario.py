@@ -36,7 +36,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 ROLES = ("trainer", "rollout", "auto")
-ACTIONS = ("kill", "restart", "partition", "heal", "link")
+ACTIONS = ("kill", "restart", "freeze", "thaw", "partition", "heal", "link")
 ENGINES = ("auto", "transformers", "llamacpp")
 DEFAULT_SCENARIO = Path(__file__).with_name("default.toml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a valid manifest run id and a directory name
@@ -127,7 +127,8 @@ class Event:
 
     at_s: float
     action: str
-    """"kill" (SIGKILL `node`), "restart" (start `node` again: same key and workdir), "partition" /
+    """"kill" (SIGKILL `node`), "restart" (start `node` again: same key and workdir), "freeze" /
+    "thaw" (SIGSTOP / SIGCONT `node` and everything it started: a laptop lid closed), "partition" /
     "heal" (cut / restore the two `regions`), "link" (set the two `regions`' link to delay_ms,
     jitter_ms, loss)."""
     node: str = ""
@@ -297,7 +298,7 @@ def _network_problems(sc: Scenario) -> list[str]:
             problems.append(f"{where}.action must be one of {', '.join(ACTIONS)}, not {e.action!r}")
         if e.at_s < 0:
             problems.append(f"{where}.at_s must be >= 0")
-        if e.action in ("kill", "restart") and e.node not in nodes:
+        if e.action in ("kill", "restart", "freeze", "thaw") and e.node not in nodes:
             problems.append(f"{where}.node must name a [[node]] for {e.action}, not {e.node!r}")
         if e.action in ("partition", "heal", "link"):
             if not regions:

@@ -168,6 +168,8 @@ class Simulation:
             if event.action == "kill":
                 current[event.node].kill_hard()
                 self.killed.add(event.node)
+            elif event.action in ("freeze", "thaw"):
+                current[event.node].freeze(event.action == "freeze")
             elif event.action == "restart":
                 spec = next(s for s in self.scenario.nodes if s.name == event.node)
                 current[event.node].stop(grace=2.0)  # what a kill -9 left (its DHT child, p2pd)

@@ -73,7 +73,7 @@ def test_configured_links_are_what_the_application_measures(tmp_path, servers):
 
         topo.set_link("eu", "asia", LinkSpec(delay_ms=10))
         time.sleep(0.3)
-        assert abs(measure(topo, "a1", "rtt", topo.ip("b1"), str(PORT))["rtt_ms"] - 20) <= 4
+        assert abs(measure(topo, "a1", "rtt", topo.ip("b1"), str(PORT))["rtt_ms"] - 20) <= 6  # the change took
         assert topo.emulator_cpu_s() > 0
     assert not [n for n in our_namespaces() if n.startswith(f"es{os.getpid()}-t-")]
 

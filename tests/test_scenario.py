@@ -436,7 +436,7 @@ GEO = {"region": [{"name": "eu"}, {"name": "asia"}]}
     ({**GEO, "link": [{"between": ["eu", "asia"], "loss": 1.0}]}, "link[0].loss must be in [0, 1)"),
     ({**GEO, "link": [{"between": ["eu", "asia"]}, {"between": ["asia", "eu"]}]}, "declared more than once"),
     ({**GEO, "link": [{"between": "eu"}]}, "link[0].between must be a list of names"),
-    ({**GEO, "event": [{"at_s": 5, "action": "explode"}]}, "event[0].action must be one of kill, restart"),
+    ({**GEO, "event": [{"at_s": 5, "action": "explode"}]}, "event[0].action must be one of kill, restart, freeze"),
     ({**GEO, "event": [{"at_s": 5, "action": "kill", "node": "nobody"}]}, "event[0].node must name a [[node]]"),
     ({**GEO, "event": [{"at_s": 5, "action": "partition", "regions": ["eu"]}]}, "event[0].regions must name two"),
     ({**GEO, "event": [{"action": "heal", "regions": ["eu", "asia"]}]}, "event[0].at_s is required"),

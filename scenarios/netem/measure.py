@@ -18,6 +18,8 @@ import threading
 import time
 
 BLOCK = 64 * 1024
+WARMUP_S = 1.0
+"""Throughput counts from this long after the first byte: TCP's slow start is not the link."""
 
 
 def serve(host: str, port: int) -> None:
@@ -37,10 +39,15 @@ def _handle(conn: socket.socket) -> None:
         if mode == b"e":
             while data := conn.recv(1):
                 conn.sendall(data)
-        elif mode == b"s":
-            while conn.recv(BLOCK):
-                pass
-            conn.sendall(b"k")
+        elif mode == b"s":  # reply: goodput after the warm-up, as the receiver saw it
+            start, got, t0, t1 = time.monotonic(), 0, None, None
+            while data := conn.recv(BLOCK):
+                now = time.monotonic()
+                if now - start >= WARMUP_S:
+                    t0 = t0 or now
+                    got, t1 = got + len(data), now
+            rate = got * 8 / (t1 - t0) / 1e6 if t0 and t1 and t1 > t0 else 0.0
+            conn.sendall(json.dumps({"mbit_s": rate}).encode())
         elif mode == b"r":
             seconds = float(conn.recv(16).decode())
             block, end = b"\0" * BLOCK, time.monotonic() + seconds
@@ -65,29 +72,31 @@ def rtt_ms(host: str, port: int, n: int = 20) -> float:
 
 
 def send_mbit_s(host: str, port: int, seconds: float) -> float:
-    """Our uplink: bytes the far end acknowledged having read, over the time until it said so."""
+    """Our uplink: what the far end read per second, after the warm-up (TCP slow start on a
+    long link takes a good part of a short test)."""
     with socket.create_connection((host, port), timeout=60) as s:
         s.sendall(b"s")
-        block, sent, t0 = b"\0" * BLOCK, 0, time.monotonic()
-        while time.monotonic() - t0 < seconds:
+        block, t0 = b"\0" * BLOCK, time.monotonic()
+        while time.monotonic() - t0 < seconds + WARMUP_S:
             s.sendall(block)
-            sent += BLOCK
         s.shutdown(socket.SHUT_WR)
-        s.recv(1)
-        return sent * 8 / (time.monotonic() - t0) / 1e6
+        reply = b""
+        while data := s.recv(256):
+            reply += data
+        return float(json.loads(reply)["mbit_s"])
 
 
 def recv_mbit_s(host: str, port: int, seconds: float) -> float:
-    """Our downlink: bytes read over the time they took, after the first (slow start aside)."""
+    """Our downlink: bytes read per second after the warm-up."""
     with socket.create_connection((host, port), timeout=60) as s:
-        s.sendall(b"r" + f"{seconds:<15}".encode())
-        got, t0 = 0, None
+        s.sendall(b"r" + f"{seconds + WARMUP_S:<15}".encode())
+        start, got, t0, t1 = time.monotonic(), 0, None, None
         while data := s.recv(BLOCK):
-            if t0 is None:
-                t0 = time.monotonic()
-            else:
-                got += len(data)
-        return got * 8 / (time.monotonic() - t0) / 1e6 if t0 else 0.0
+            now = time.monotonic()
+            if now - start >= WARMUP_S:
+                t0 = t0 or now
+                got, t1 = got + len(data), now
+        return got * 8 / (t1 - t0) / 1e6 if t0 and t1 and t1 > t0 else 0.0
 
 
 def _ahead_of_the_load() -> None:
