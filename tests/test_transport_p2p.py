@@ -230,6 +230,10 @@ def test_flood_is_rate_limited_and_others_served_fairly(clients, server):
     finally:
         flooding.join(60)
     stats = transport.stats()
-    assert stats["refused"].get("rate_limited", 0) >= 30 and sum(results) == stats["served"] - 1
+    limited, busy = stats["refused"].get("rate_limited", 0), stats["refused"].get("busy", 0)
+    assert limited > 0 and sum(results) == stats["served"] - 1
+    # Every flood request was served or refused, once. (How many of the refusals are rate_limited
+    # rather than busy depends on how fast this machine sent them: a CI run under load saw 26, not 60.)
+    assert sum(results) + limited + busy == 100, (stats, sum(results))
     assert {(who, reason) for who, reason, _ in refused} >= {(attacker, Reason.RATE_LIMITED)}
     assert {who for who, _, _ in refused} == {attacker}
