@@ -6,6 +6,7 @@ our record validator, and a timeout on every call (a hivemind call can otherwise
 """
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -92,6 +93,7 @@ class Membership:
         give_up = time.monotonic() + self._join_patience_s
         while True:
             try:
+                gc.freeze()  # the DHT runs in a forked child: keep the GC from touching (copying) our pages there
                 self.dht = hivemind.DHT(start=True, await_ready=False, **self._kwargs)
                 self.dht.wait_until_ready(timeout=self._join_timeout_s + 10)
                 return
