@@ -312,25 +312,34 @@ def _trainer_in_process(workdir: Path, signed, identity, store=None, log=None):
     return TrainerWorker(ctx)
 
 
-def test_a_trainer_whose_checkpoint_the_swarm_has_passed_continues_from_the_newer_version(tmp_path):
-    """Trainer A checkpoints at v2 and dies; B takes over and publishes v4; A rejoins (as a rollout it
-    verified v4) and is trainer again: it must continue from v4, not fork a second v3, v4... from v2."""
-    from crypto.identity import Identity
-    from nodes.trainer.checkpoint import load_checkpoint
-    from swarm.manifest import load_manifest
-    from swarm.provenance.sync import LogRequest, apply_reply, log_reply
+SAMPLES = [((5, 6, 7), (8, 9)), ((5, 6, 7), (9, 8))]
+OLD_LOGPROBS = [[-1.0, -1.0], [-1.0, -1.0]]
 
-    scenario = Scenario(Settings(name="passed", steps=8, publish_every=2),
+
+def _two_trainer_run(tmp_path: Path, name: str):
+    """A prepared run whose nodes a and b may both train: (signed manifest, a's key, b's key)."""
+    from crypto.identity import Identity
+    from swarm.manifest import load_manifest
+
+    scenario = Scenario(Settings(name=name, steps=8, publish_every=2),
                         (NodeSpec("a", role="trainer", engine="transformers"),
                          NodeSpec("b", role="trainer", engine="transformers")))
     run, _ = prepare(scenario, tmp_path / "run")
-    signed = load_manifest(run)
-    a_id, b_id = (Identity.load(tmp_path / "run" / "keys" / f"{n}.key") for n in ("a", "b"))
-    samples, old = [((5, 6, 7), (8, 9)), ((5, 6, 7), (9, 8))], [[-1.0, -1.0], [-1.0, -1.0]]
+    keys = (Identity.load(tmp_path / "run" / "keys" / f"{n}.key") for n in ("a", "b"))
+    return (load_manifest(run), *keys)
+
+
+def test_a_trainer_whose_checkpoint_the_swarm_has_passed_continues_from_the_newer_version(tmp_path):
+    """Trainer A checkpoints at v2 and dies; B takes over and publishes v4; A rejoins (as a rollout it
+    verified v4) and is trainer again: it must continue from v4, not fork a second v3, v4... from v2."""
+    from nodes.trainer.checkpoint import load_checkpoint
+    from swarm.provenance.sync import LogRequest, apply_reply, log_reply
+
+    signed, a_id, b_id = _two_trainer_run(tmp_path, "passed")
 
     def train_and_publish(worker, steps: int) -> None:
         for _ in range(steps):
-            worker.policy.train_step(samples, [[1.0, 0.0]], old)
+            worker.policy.train_step(SAMPLES, [[1.0, 0.0]], OLD_LOGPROBS)
         worker._publish()
 
     def handed(src, dst, dst_log, version: int) -> None:  # what the `log` and `adapter` protocols do
@@ -373,25 +382,17 @@ def test_a_successor_whose_head_files_died_publishes_the_next_version_at_once(tm
     it). It continues from v2's weights as v5, the next version of the same chain, and publishes v5
     at once: before, it sat at step 4 serving v2 and refused every v2 chunk as no longer held, while
     the rollouts waited for a version that needed their chunks first (a clean-clone CI run stalled)."""
-    from crypto.identity import Identity
     from swarm.adapters.files import load_version
     from swarm.adapters.store import AdapterStore
-    from swarm.manifest import load_manifest
     from swarm.provenance.sync import LogRequest, apply_reply, log_reply
 
-    scenario = Scenario(Settings(name="lostfiles", steps=8, publish_every=2),
-                        (NodeSpec("a", role="trainer", engine="transformers"),
-                         NodeSpec("b", role="trainer", engine="transformers")))
-    run, _ = prepare(scenario, tmp_path / "run")
-    signed = load_manifest(run)
-    a_id, b_id = (Identity.load(tmp_path / "run" / "keys" / f"{n}.key") for n in ("a", "b"))
-    samples, old = [((5, 6, 7), (8, 9)), ((5, 6, 7), (9, 8))], [[-1.0, -1.0], [-1.0, -1.0]]
+    signed, a_id, b_id = _two_trainer_run(tmp_path, "lostfiles")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a = _trainer_in_process(tmp_path / "a", signed, a_id)
     for _ in range(2):
         for _ in range(2):
-            a.policy.train_step(samples, [[1.0, 0.0]], old)
+            a.policy.train_step(SAMPLES, [[1.0, 0.0]], OLD_LOGPROBS)
         a._publish()
     assert a.store.latest().version == 4
 
@@ -433,9 +434,8 @@ def test_kill_around_publication_leaves_one_consistent_version(tmp_path, killed)
 
     worker = _trainer_in_process(workdir, signed, identity)
     assert worker.store.latest().version == 0
-    samples, old = [((5, 6, 7), (8, 9)), ((5, 6, 7), (9, 8))], [[-1.0, -1.0], [-1.0, -1.0]]
     for _ in range(2):
-        worker.policy.train_step(samples, [[1.0, 0.0]], old)
+        worker.policy.train_step(SAMPLES, [[1.0, 0.0]], OLD_LOGPROBS)
     consumed = [ChunkAttestation(*(hashlib.sha256(f"{what}{i}".encode()).hexdigest()
                                    for what in ("chunk", "producer", "envelope"))) for i in range(3)]
     worker.consumed = list(consumed)

@@ -307,7 +307,7 @@ def default_gguf_path(hf_dir: Path | str) -> Path:
     return cache_root() / "gguf" / key / "model-f32.gguf"
 
 
-def is_llama(hf_dir: Path | str) -> bool:
+def written_by_us(hf_dir: Path | str) -> bool:
     """Whether our own writer converts this base: a Llama with a character-level (WordLevel)
     tokenizer, which llama.cpp's converter cannot express; every other base is llama.cpp's."""
     hf_dir = Path(hf_dir)
@@ -337,7 +337,7 @@ def ensure_base_gguf(hf_dir: Path | str, out: Path | str | None = None) -> Path:
                 return out
         except (ValueError, OSError):
             pass  # unreadable cache: write it again
-    if is_llama(hf_dir):
+    if written_by_us(hf_dir):
         pin.unlink(missing_ok=True)
         return export_base_gguf(hf_dir, out)
     from nodes.engines import llamacpp_tools
@@ -506,7 +506,7 @@ def ensure_lora_gguf(peft_dir: Path | str, n_head: int, n_head_kv: int, out: Pat
                 return out
         except (ValueError, OSError):
             pass
-    if hf_dir is None or is_llama(hf_dir):
+    if hf_dir is None or written_by_us(hf_dir):
         return export_lora_gguf(peft_dir, out, n_head, n_head_kv)
     from nodes.engines import llamacpp_tools
 

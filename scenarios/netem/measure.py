@@ -40,14 +40,7 @@ def _handle(conn: socket.socket) -> None:
             while data := conn.recv(1):
                 conn.sendall(data)
         elif mode == b"s":  # reply: goodput after the warm-up, as the receiver saw it
-            start, got, t0, t1 = time.monotonic(), 0, None, None
-            while data := conn.recv(BLOCK):
-                now = time.monotonic()
-                if now - start >= WARMUP_S:
-                    t0 = t0 or now
-                    got, t1 = got + len(data), now
-            rate = got * 8 / (t1 - t0) / 1e6 if t0 and t1 and t1 > t0 else 0.0
-            conn.sendall(json.dumps({"mbit_s": rate}).encode())
+            conn.sendall(json.dumps({"mbit_s": _goodput(conn)}).encode())
         elif mode == b"r":
             seconds = float(conn.recv(16).decode())
             block, end = b"\0" * BLOCK, time.monotonic() + seconds
@@ -90,13 +83,18 @@ def recv_mbit_s(host: str, port: int, seconds: float) -> float:
     """Our downlink: bytes read per second after the warm-up."""
     with socket.create_connection((host, port), timeout=60) as s:
         s.sendall(b"r" + f"{seconds + WARMUP_S:<15}".encode())
-        start, got, t0, t1 = time.monotonic(), 0, None, None
-        while data := s.recv(BLOCK):
-            now = time.monotonic()
-            if now - start >= WARMUP_S:
-                t0 = t0 or now
-                got, t1 = got + len(data), now
-        return got * 8 / (t1 - t0) / 1e6 if t0 and t1 and t1 > t0 else 0.0
+        return _goodput(s)
+
+
+def _goodput(sock: socket.socket) -> float:
+    """Mbit/s read from `sock` until it closes, counted from WARMUP_S after we started reading."""
+    start, got, t0, t1 = time.monotonic(), 0, None, None
+    while data := sock.recv(BLOCK):
+        now = time.monotonic()
+        if now - start >= WARMUP_S:
+            t0 = t0 or now
+            got, t1 = got + len(data), now
+    return got * 8 / (t1 - t0) / 1e6 if t0 and t1 and t1 > t0 else 0.0
 
 
 def _ahead_of_the_load() -> None:
