@@ -142,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="run a scenario as real node processes on 127.0.0.1 and report")
     s.add_argument("scenario", nargs="?", default=None,
                    help="scenario TOML (default: the packaged scenarios/default.toml)")
-    s.add_argument("--out", default=None, help="fresh output directory (default runs/sim-<timestamp>)")
+    s.add_argument("--out", default=None, help="fresh output directory (default runs/<scenario>-<timestamp>)")
+    s.add_argument("--compare", nargs="+", default=None, metavar="SCENARIO",
+                   help="run these scenarios one after the other and plot them together")
+    s.add_argument("--baseline", action="store_true",
+                   help="also run the co-located copy (no links, device limits or timeline) and overlay it")
     s.add_argument("--steps", type=int, default=None, help="trainer steps (overrides the scenario's)")
     s.add_argument("--timeout", type=float, default=None, help="seconds before the run is stopped")
     s.add_argument("--quiet", action="store_true", help="plain progress lines instead of the live table")

@@ -6,6 +6,7 @@ which checks each line against the same classes, so the schema is declared once,
     kind        written by   when
     role        any node     its role worker changes
     chunk       rollout      a chunk was generated (and sent, or spooled)
+    adopt       rollout      it now generates with a newer adapter version
     step        trainer      a GRPO step finished
     accounting  trainer      after each step and within ~0.5 s of a rejection
     done        trainer      the run's last step is done
@@ -52,6 +53,17 @@ class ChunkEvent(Event):
     witness_s: float = 0.0
     """CPU time spent since the previous chunk verifying and countersigning the provenance log
     (on the thread that follows the trainer, beside generation; not in busy_s)."""
+    spool_dropped: int = 0
+    """Spooled chunks this one pushed out of a full spool (lost before any trainer saw them)."""
+
+
+@dataclass(frozen=True)
+class AdoptEvent(Event):
+    """The rollout's engine switched to `version`: with the version's publication time (the
+    trainer's step event) this is the version's dissemination latency to this node."""
+
+    kind: ClassVar[str] = "adopt"
+    version: int
 
 
 @dataclass(frozen=True)
@@ -91,8 +103,8 @@ class DoneEvent(Event):
     version: int
 
 
-EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (RoleEvent, ChunkEvent, StepEvent, AccountingEvent,
-                                                                  DoneEvent)}
+EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (RoleEvent, ChunkEvent, AdoptEvent, StepEvent,
+                                                                  AccountingEvent, DoneEvent)}
 
 
 class MetricsLog:

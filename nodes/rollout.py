@@ -21,14 +21,14 @@ from crypto.envelope import sign_envelope
 from crypto.sealing import SealContext, seal
 from nodes.context import WorkerContext
 from nodes.logs import Throttled
-from nodes.metrics import ChunkEvent
+from nodes.metrics import AdoptEvent, ChunkEvent
 from nodes.spool import ChunkSpool
 from swarm.adapters.fetch import fetch_version
 from swarm.adapters.peers import PeerFailures, rank_holders
 from swarm.chunk import CHUNK_TYPE, TrajectoryChunk, TrajectoryGroup, encode_chunk, new_chunk_id
 from swarm.messages import StatusRequest, Verdict, decode
 from swarm.provenance.witness import witness_log
-from swarm.rejections import Reason, Rejection
+from swarm.rejections import RETRY_LATER, Reason, Rejection
 from swarm.sync import may_generate
 from swarm.transport import TransportError
 
@@ -141,7 +141,8 @@ class RolloutWorker:
         spool_full = not sent and self.spool.put(envelope)
         self.ctx.metrics.write(ChunkEvent(version=held.version, samples=samples, tokens=tokens, gen_s=gen_s,
                                           busy_s=time.perf_counter() - started, engine=self.engine.name, sent=sent,
-                                          witness_s=round(self._take_witness_s(), 6)))
+                                          witness_s=round(self._take_witness_s(), 6),
+                                          spool_dropped=int(spool_full)))
         if spool_full:
             self.stop_event.wait(SPOOL_FULL_WAIT_S)
         return True
@@ -168,6 +169,7 @@ class RolloutWorker:
             self.engine.set_adapter(held.version, store.path(held.version))
             self.engine_version = held.version
             self.ctx.swarm.advertise(adapter_version=held.version)
+            self.ctx.metrics.write(AdoptEvent(version=held.version))
             log.info("now generating with adapter v%d", held.version)
         return held
 
@@ -264,7 +266,7 @@ class RolloutWorker:
                 continue
             if verdict.reason == Reason.NOT_TRAINER:
                 self._learn_from(trainer.peer_id)
-            if verdict.reason in (Reason.NOT_TRAINER, Reason.BUSY, Reason.RATE_LIMITED):
+            if verdict.reason in RETRY_LATER:
                 repeating.info(f"busy/{trainer.peer_id}/{verdict.reason}", "trainer %s is not taking chunks now (%s)",
                                trainer.peer_id[-8:], verdict.reason)
                 continue  # not delivered: keep it

@@ -32,6 +32,8 @@ class ScenarioNetwork:
                                  workdir, seed=scenario.settings.seed)
         self.measured: list[dict] = []
         self.bandwidth: list[dict] = []
+        self.before_nodes: dict = {}  # the link measurements' own bytes, left out of the run's
+        self.byte_samples: list[tuple[float, dict]] = []  # (seconds since launch, received_bytes)
 
     def up(self) -> list[str]:
         """Create the network; returns the leftovers of dead runs it removed first."""
@@ -115,6 +117,34 @@ class ScenarioNetwork:
         elif event.action == "link":
             self.topology.set_link(a, b, LinkSpec(event.delay_ms, event.jitter_ms, event.loss))
 
+    def mark_launch(self) -> None:
+        """Call just before the nodes start: byte counts are the run's from here on."""
+        self.before_nodes = self.topology.received_bytes()
+
+    def sample_bytes(self, t: float) -> None:
+        counts = self.topology.received_bytes()
+        self.byte_samples.append((round(t, 1), {k: v - self.before_nodes.get(k, 0) for k, v in counts.items()}))
+
+    def traffic(self) -> dict:
+        """Bytes per link (region to region, summed over the receiving hosts) and per receiving
+        node, in total and over time (cumulative, at each sample)."""
+        region = {n.name: n.region for n in self.scenario.nodes}
+
+        def per_link(counts: dict) -> dict:
+            out: dict[str, int] = {}
+            for (src, host), n in counts.items():
+                key = f"{src}->{region[host]}"
+                out[key] = out.get(key, 0) + n
+            return out
+
+        last = self.byte_samples[-1][1] if self.byte_samples else {}
+        per_node: dict[str, dict] = {}
+        for (src, host), n in last.items():
+            per_node.setdefault(host, {})[src] = n
+        return {"link_bytes": {k: v for k, v in sorted(per_link(last).items()) if v},
+                "node_received_bytes": per_node,
+                "link_bytes_over_time": [[t, per_link(c)] for t, c in self.byte_samples]}
+
     def summary(self) -> dict:
         return {"emulation": EMULATION, "links": self.measured, "bandwidth": self.bandwidth,
-                "emulator_cpu_s": self.topology.emulator_cpu_s()}
+                "emulator_cpu_s": self.topology.emulator_cpu_s(), **self.traffic()}

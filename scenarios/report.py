@@ -1,4 +1,4 @@
-"""What a simulated run did: summary.json, two plots and a text sparkline, from metrics.jsonl.
+"""What a simulated run did, from metrics.jsonl: summary.json, plots, index.html, a text sparkline.
 
 Everything here is computed from the metrics contract alone (each node's WORKDIR/metrics.jsonl,
 the typed events of `nodes.metrics`: trainer `step` / `accounting` / `done`, rollout `chunk`, any `role`),
@@ -22,7 +22,9 @@ Definitions (also in summary.json's `definitions`):
   μ_i = effective tokens/s (engine tokens/s overstates supply: sealing, sending, adapter swaps and a
   shared CPU all cost time), R = prompts·group·(measured tokens per sample) and
   T_train = mean(step_s − wait_s). "Observed no wait" means busy fraction ≥ BUSY_OK (0.9), checked
-  only with ≥ MIN_STEADY_STEPS (3) steady-state steps.
+  only with ≥ MIN_STEADY_STEPS (3) steady-state steps. Predicted wait per step: the shortfall
+  (κ·R − supply) made by all workers together after the window, / Σμ_i / κ; predicted busy
+  fraction = T_train / (T_train + predicted wait), beside the measured one.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ from pathlib import Path
 from statistics import fmean, median
 
 from nodes.metrics import read_event
+from scenarios import assertions, series
+from swarm.rejections import RETRY_LATER, Reason
 
 BUSY_OK = 0.9
 MIN_STEADY_STEPS = 3
@@ -86,9 +90,12 @@ class MetricsTail:
 
 def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome: str,
               grpo: dict | None = None, exit_codes: dict | None = None, malformed: int = 0,
-              started_at: float | None = None) -> dict:
+              started_at: float | None = None, network: dict | None = None, timeline: list | None = None,
+              devices: dict | None = None, spooled: dict | None = None) -> dict:
     """summary.json's content. `events`: node name -> its metrics events, in file order;
-    `started_at`: unix time the nodes were launched (wall-time axes count from it)."""
+    `started_at`: unix time the nodes were launched (wall-time axes count from it); `network`,
+    `timeline`, `devices`: what the runner set up and did; `spooled`: node -> chunks still in
+    its spool at the end."""
     s = scenario.settings
     steps = {}
     for e in (e for evs in events.values() for e in evs if e["kind"] == "step"):
@@ -104,7 +111,9 @@ def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome
     learner = _learner(ordered)
     t0 = started_at if started_at is not None else min((e["t"] for evs in events.values() for e in evs if "t" in e),
                                                        default=0.0)
-    return {
+    timeline = timeline or []
+    accounting = _accounting(events)
+    summary = {
         "scenario": s.name, "mode": s.mode, "S": s.staleness, "publish_every": s.publish_every,
         "outcome": outcome, "steps_planned": s.steps, "steps_done": len(ordered),
         "done": any(e["kind"] == "done" for evs in events.values() for e in evs),
@@ -113,8 +122,10 @@ def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome
         "reward_wall_s": [round(float(e["t"]) - t0, 2) for e in ordered],
         "reward_first10_mean": _mean(rewards[:10]), "reward_last10_mean": _mean(rewards[-10:]),
         "staleness_histogram": {str(k): lags[k] for k in sorted(lags)},
-        "accounting": _accounting(events),
+        "accounting": accounting,
+        "chunk_flow": chunk_flow(events, accounting, spooled or {}, timeline),
         "nodes": nodes, "learner": learner,
+        "series": series.over_time(events, ordered, t0, wall_s),
         "capacity": capacity_rule(
             samples_per_step=_samples_per_step(grpo, ordered),
             tokens_per_sample=_tokens_per_sample(events, grpo),
@@ -124,8 +135,13 @@ def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome
             busy_fraction=learner["busy_fraction"] if learner["steps_counted"] >= MIN_STEADY_STEPS else None,
             mode=s.mode),
         "malformed_lines": malformed,
+        "network": network or {"emulation": "none: every node on 127.0.0.1"},
+        "timeline": timeline, "devices": devices or {},
         "definitions": __doc__.split("Definitions (also in summary.json's `definitions`):\n")[1].strip(),
     }
+    summary["dissemination"] = series.dissemination_summary(summary["series"]["dissemination_s"])
+    summary["assertions"] = assertions.check(getattr(scenario, "assertions", ()), summary)
+    return summary
 
 
 def _node_summary(spec, evs: list[dict], exit_code, steps: list[dict]) -> dict:
@@ -192,6 +208,33 @@ def _accounting(events: dict[str, list[dict]]) -> dict:
     return {**total, "dropped": dict(dropped), "rejected": dict(rejected), "reconciled": reconciled}
 
 
+def chunk_flow(events: dict[str, list[dict]], accounting: dict, spooled: dict, timeline: list) -> dict:
+    """Every chunk the rollouts made, end to end: produced = accepted + rejected for good +
+    still spooled + pushed out of a full spool + lost. "Retry later" refusals and replays of a
+    chunk already accepted are not outcomes (the chunk is still, or was already, counted
+    elsewhere). `lost` is the remainder: chunks in flight when the timeline killed their
+    producer or the trainer they were sent to; it must be 0 in a run without kills."""
+    produced = sum(e["kind"] == "chunk" for evs in events.values() for e in evs)
+    if not produced:
+        return {"produced": None}
+    final = {k: v for k, v in (accounting.get("rejected") or {}).items()
+             if k not in {r.value for r in RETRY_LATER} | {Reason.REPLAY.value}}
+    spool_dropped = sum(int(e.get("spool_dropped", 0)) for evs in events.values() for e in evs if e["kind"] == "chunk")
+    killed = sorted({e["target"] for e in timeline if e["action"] == "kill"})
+    with_trainer = {n: acc[-1]["buffered"] for n in killed
+                    if (acc := [e for e in events.get(n, []) if e["kind"] == "accounting"])}
+    tallied = (accounting.get("accepted") or 0) + sum(final.values()) + sum(spooled.values()) + spool_dropped
+    unaccounted = produced - tallied  # < 0: accepted, but its producer died before logging it
+    return {"produced": produced, "accepted": accounting.get("accepted") or 0, "rejected": final,
+            "spooled_at_end": sum(spooled.values()), "spool_dropped": spool_dropped,
+            "buffered_at_killed_trainers": sum(with_trainer.values()), "unaccounted": unaccounted,
+            "lost": abs(unaccounted) + spool_dropped + sum(with_trainer.values()),
+            "killed_by_timeline": killed, "reconciled": unaccounted == 0 or bool(killed),
+            "explanation": ("every chunk accounted for" if unaccounted == 0 else
+                            f"{abs(unaccounted)} chunk(s) in flight when the timeline killed {', '.join(killed)}"
+                            if killed else f"{unaccounted} chunk(s) unaccounted for, and no node was killed: a bug")}
+
+
 def _samples_per_step(grpo: dict | None, steps: list[dict]) -> float | None:
     if grpo:
         return float(grpo["prompts_per_step"] * grpo["group_size"])
@@ -221,6 +264,8 @@ def capacity_rule(*, samples_per_step, tokens_per_sample, t_train_s, t_bcast_s: 
     window = {n: max(0.0, kappa * t_train_s - t_bcast_s.get(n, 0.0)) for n in worker_tok_s}
     supply_tok = sum(mu * window[n] for n, mu in worker_tok_s.items())
     predicted = supply_tok >= demand_tok
+    # The shortfall is made after the overlap window, by every worker at once, while the learner waits.
+    wait_s = max(0.0, demand_tok - supply_tok) / sum(worker_tok_s.values()) / kappa
     observed = None if busy_fraction is None else busy_fraction >= BUSY_OK
     verdict = (f"rule predicts the learner {'does not wait' if predicted else 'waits'} "
                f"(supply {supply_tok:.0f} vs demand {demand_tok:.0f} tokens per publication)")
@@ -235,6 +280,8 @@ def capacity_rule(*, samples_per_step, tokens_per_sample, t_train_s, t_bcast_s: 
             "supply_tokens": _round(supply_tok), "demand_tokens": _round(demand_tok),
             "headroom": _round(supply_tok / demand_tok) if demand_tok else None,
             "predicts_no_wait": predicted, "observed_no_wait": observed,
+            "predicted_wait_s": _round(wait_s), "predicted_busy_fraction": _round(t_train_s / (t_train_s + wait_s))
+            if t_train_s + wait_s > 0 else None, "measured_busy_fraction": busy_fraction,
             "agrees": None if observed is None else predicted == observed, "verdict": verdict}
 
 
@@ -242,54 +289,17 @@ def write_report(summary: dict, report_dir: Path) -> Path:
     """summary.json, the plots it names (skipped, with the reason, without matplotlib) and
     index.html, which shows them all in one self-contained page."""
     from scenarios.html_report import write_html
+    from scenarios.plots import write_plots
 
     report_dir.mkdir(parents=True, exist_ok=True)
     try:
-        summary["plots"] = _plots(summary, report_dir)
+        summary["plots"] = write_plots(summary, report_dir)
     except ImportError:
         summary["plots"] = {"skipped": "matplotlib is not installed: pip install 'echo-swarm[plots]'"}
     path = report_dir / "summary.json"
     path.write_text(json.dumps(summary, indent=1) + "\n")
     write_html(summary, report_dir / "index.html")
     return path
-
-
-def _plots(summary: dict, report_dir: Path) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = {"reward": str(report_dir / "reward.png"), "staleness": str(report_dir / "staleness.png"),
-             "reward_time": str(report_dir / "reward_time.png")}
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(summary["reward_steps"], summary["reward_per_step"], marker=".", lw=1)
-    ax.set(xlabel="trainer step", ylabel="mean reward", title=f"{summary['scenario']}: reward per step")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(paths["reward"], dpi=100)
-    plt.close(fig)
-    hist = summary["staleness_histogram"]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.bar([int(k) for k in hist], list(hist.values()), color="tab:orange")
-    ax.set_xticks([int(k) for k in hist])
-    ax.set(xlabel="policy lag (versions)", ylabel="chunks used",
-           title=f"staleness ({summary['mode']}, S={summary['S']})")
-    fig.tight_layout()
-    fig.savefig(paths["staleness"], dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 3.5))  # wall time, with what the timeline did marked on it
-    ax.plot(summary.get("reward_wall_s", []), summary["reward_per_step"], marker=".", lw=1)
-    for event in summary.get("timeline", []):
-        ax.axvline(event["t"], color="tab:red", ls="--", lw=0.8)
-        ax.annotate(f"{event['action']} {event['target']}", (event["t"], 1.0), xycoords=("data", "axes fraction"),
-                    rotation=90, va="top", ha="right", fontsize=7, color="tab:red")
-    ax.set(xlabel="seconds since launch", ylabel="mean reward", title=f"{summary['scenario']}: reward over time")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(paths["reward_time"], dpi=100)
-    plt.close(fig)
-    return paths
 
 
 def sparkline(values: list[float], width: int = 60) -> str:

@@ -139,6 +139,34 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Assertion:
+    """One `[[assert]]`: a measured metric of the run (`scenarios.assertions.METRICS`) and its bounds."""
+
+    metric: str
+    at_least: float = float("-inf")
+    at_most: float = float("inf")
+    by_step: int = 0
+    """reward only: judge the 10 steps up to this step (0: the run's last 10)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One `[[variant]]`: the scenario again with some `[scenario]` settings changed; a file with
+    variants runs each one after the other and compares them (like `swarm simulate --compare`)."""
+
+    name: str
+    steps: int = 0
+    mode: str = ""
+    staleness: int = -1
+    publish_every: int = 0
+    seed: int = -1
+
+    def overrides(self) -> dict:
+        unset = {"steps": 0, "mode": "", "staleness": -1, "publish_every": 0, "seed": -1}
+        return {k: getattr(self, k) for k, none in unset.items() if getattr(self, k) != none}
+
+
+@dataclass(frozen=True)
 class Scenario:
     settings: Settings
     nodes: tuple[NodeSpec, ...]
@@ -149,6 +177,23 @@ class Scenario:
     regions: tuple[Region, ...] = ()
     links: tuple[Link, ...] = ()
     events: tuple[Event, ...] = ()
+    assertions: tuple[Assertion, ...] = ()
+    variants: tuple[Variant, ...] = ()
+
+    def variant(self, v: Variant) -> Scenario:
+        """This scenario with one variant's settings (named `NAME-VARIANT`), validated again."""
+        settings = dataclasses.replace(self.settings, name=f"{self.settings.name}-{v.name}", **v.overrides())
+        out = dataclasses.replace(self, settings=settings, variants=())
+        for message in _problems(out):
+            raise ScenarioError(f"{self.source}: variant {v.name!r}: {message}")
+        return out
+
+    def colocated(self) -> Scenario:
+        """The co-located baseline: the same nodes and settings on 127.0.0.1, with no emulated
+        links, no device limits and no timeline (what the network and churn cost is measured against)."""
+        nodes = tuple(dataclasses.replace(n, region="", up_mbit=0.0, down_mbit=0.0, cpu_cores=0.0) for n in self.nodes)
+        settings = dataclasses.replace(self.settings, name=f"{self.settings.name}-colocated")
+        return dataclasses.replace(self, settings=settings, nodes=nodes, regions=(), links=(), events=(), variants=())
 
     def with_steps(self, steps: int | None) -> Scenario:
         """The same scenario with `--steps` applied (validated like the file's own value)."""
@@ -184,9 +229,10 @@ def parse_scenario(raw: dict[str, Any], source: str = "<scenario>") -> Scenario:
     def fail(message: str):
         raise ScenarioError(f"{source}: {message}")
 
-    unknown = set(raw) - {"scenario", "node", "region", "link", "event"}
+    unknown = set(raw) - {"scenario", "node", "region", "link", "event", "assert", "variant"}
     if unknown:
-        fail(f"unknown table [{min(unknown)}]; known: [scenario], [[node]], [[region]], [[link]], [[event]]")
+        fail(f"unknown table [{min(unknown)}]; known: [scenario], [[node]], [[region]], [[link]], [[event]], "
+             "[[assert]], [[variant]]")
     if not isinstance(raw.get("scenario"), dict):
         fail("missing table [scenario] (needs at least name = \"...\")")
     nodes_raw = raw.get("node", [])
@@ -202,7 +248,8 @@ def parse_scenario(raw: dict[str, Any], source: str = "<scenario>") -> Scenario:
         return tuple(_typed(cls, item, f"{table}[{i}]", fail) for i, item in enumerate(items))
 
     scenario = Scenario(settings, nodes, source, regions=entries("region", Region), links=entries("link", Link),
-                        events=tuple(sorted(entries("event", Event), key=lambda e: e.at_s)))
+                        events=tuple(sorted(entries("event", Event), key=lambda e: e.at_s)),
+                        assertions=entries("assert", Assertion), variants=entries("variant", Variant))
     for message in _problems(scenario):
         fail(message)
     return scenario
@@ -265,7 +312,31 @@ def _problems(sc: Scenario) -> list[str]:
             problems.append(f"node[{i}].engine must be one of {', '.join(ENGINES)}, not {n.engine!r}")
         if n.threads < 1:
             problems.append(f"node[{i}].threads must be >= 1")
-    return problems + [message for ok, message in rules if not ok] + _network_problems(sc)
+    return (problems + [message for ok, message in rules if not ok] + _network_problems(sc)
+            + _assertion_problems(sc) + _variant_problems(sc))
+
+
+def _assertion_problems(sc: Scenario) -> list[str]:
+    from scenarios.assertions import METRICS
+
+    problems = []
+    for i, a in enumerate(sc.assertions):
+        if a.metric not in METRICS:
+            problems.append(f"assert[{i}].metric must be one of {', '.join(METRICS)}, not {a.metric!r}")
+        if a.at_least == float("-inf") and a.at_most == float("inf"):
+            problems.append(f"assert[{i}] needs at_least or at_most")
+        if a.by_step and a.metric != "reward":
+            problems.append(f"assert[{i}].by_step applies to metric = \"reward\" only")
+        if not 0 <= a.by_step <= sc.settings.steps:
+            problems.append(f"assert[{i}].by_step must be in [0, scenario.steps = {sc.settings.steps}]")
+    return problems
+
+
+def _variant_problems(sc: Scenario) -> list[str]:
+    names = [v.name for v in sc.variants]
+    problems = [f"variant {n!r} is declared more than once" for n in sorted(set(names)) if names.count(n) > 1]
+    return problems + [f"variant[{i}].name {v.name!r} must be 1-64 letters, digits, '.', '_' or '-'"
+                       for i, v in enumerate(sc.variants) if not _NAME.match(v.name)]
 
 
 def _network_problems(sc: Scenario) -> list[str]:

@@ -29,6 +29,7 @@ RATE_WINDOW_S = 20.0
 QUIET_EVERY_S = 15.0
 EXIT_CODES = {"done": 0, "timeout": 1, "node_exited": 1, "interrupted": 130}
 WITNESS_WAIT_S = 10.0
+BYTES_EVERY_S = 5.0  # how often the per-link byte counters are read
 WITNESS_LINE = b"\n\xe2\x80\x94 echo-swarm-witness/"  # "— echo-swarm-witness/": a cosignature line
 
 
@@ -102,6 +103,7 @@ class Simulation:
             for quota in self.quotas.values():
                 quota.remove()
             if self.network is not None:
+                self.network.sample_bytes(self.wall_s)
                 self.network_summary = self.network.summary()
                 self.network.down()
             signal.signal(signal.SIGTERM, previous)
@@ -130,6 +132,7 @@ class Simulation:
         for bw in self.network.measure_bandwidth():
             self.say(f"{bw['node']} {bw['direction']}link (to/from {bw['peer']}): {bw['measured_mbit_s']:.1f} Mbit/s "
                      f"measured, {bw['configured_mbit_s']:g} configured")
+        self.network.mark_launch()
 
     def launch_and_watch(self, run: Path) -> str:
         specs, deadline = self.scenario.nodes, self.started + self.scenario.settings.timeout_s
@@ -201,9 +204,12 @@ class Simulation:
             return self._watch(deadline, lambda: live.update(self.render()))
 
     def _watch(self, deadline: float, refresh) -> str:
-        last_line, last_steps = 0.0, -1
+        last_line, last_steps, last_sample = 0.0, -1, time.monotonic()
         while True:
             self.fire_due_events()
+            if self.network is not None and time.monotonic() - last_sample >= BYTES_EVERY_S:
+                last_sample = time.monotonic()
+                self.network.sample_bytes(last_sample - self.started)
             current = {n.name: n for n in self.nodes}
             dead = [n for name, n in current.items() if not n.alive() and name not in self.killed]
             self.poll()  # after the liveness check: a trainer that logs `done` and exits is not a failure
@@ -250,13 +256,13 @@ class Simulation:
     def report(self, outcome: str, grpo: dict, codes: dict) -> int:
         self.poll()
         malformed = sum(t.malformed for t in self.tails.values())
+        spooled = {n.name: len(list((self.out / "nodes" / n.name / "spool").glob("*.chunk"))) for n in self.scenario.nodes}
         summary = summarize(self.scenario, self.events, wall_s=self.wall_s, outcome=outcome,
                             grpo=grpo, exit_codes=codes, malformed=malformed,
-                            started_at=getattr(self, "started_unix", None))
-        summary["network"] = getattr(self, "network_summary", {"emulation": "none: every node on 127.0.0.1"})
-        summary["timeline"] = self.timeline
-        summary["devices"] = getattr(self, "devices", {})
+                            started_at=getattr(self, "started_unix", None), network=getattr(self, "network_summary", None),
+                            timeline=self.timeline, devices=getattr(self, "devices", {}), spooled=spooled)
         path = write_report(summary, self.out / "report")
+        self.summary = summary
         rewards = summary["reward_per_step"]
         if rewards:
             self.say(f"reward {rewards[0]:.2f} {sparkline(rewards)} {rewards[-1]:.2f}  "
@@ -269,13 +275,22 @@ class Simulation:
                      f"{sum(acc['dropped'].values())} + buffered {acc['buffered']}: "
                      f"{'reconciled' if acc['reconciled'] else 'DOES NOT RECONCILE'}; rejected at intake: "
                      f"{', '.join(f'{k} {v}' for k, v in acc['rejected'].items()) or 'none'}")
+        flow = summary["chunk_flow"]
+        if flow["produced"] is not None:
+            self.say(f"chunks produced {flow['produced']} = accepted {flow['accepted']} + refused "
+                     f"{sum(flow['rejected'].values())} + still spooled {flow['spooled_at_end']} + pushed out of a full "
+                     f"spool {flow['spool_dropped']} + unaccounted {flow['unaccounted']}: {flow['explanation']}")
         self.say(f"capacity: {summary['capacity']['verdict']}")
         self.say(self.provenance_line(summary))
         killed = [name for name, code in codes.items() if code == -9 and name not in self.killed]
         if killed:
             self.say(f"note: {', '.join(killed)} did not exit within 10s of SIGTERM and were killed")
+        failed = [a for a in summary["assertions"] if not a["passed"]]
+        for a in summary["assertions"]:
+            self.say(f"assert {a['assertion']}: measured {a['measured']}: {'pass' if a['passed'] else 'FAIL'}",
+                     None if a["passed"] else "bold red")
         self.say(f"{outcome} after {summary['wall_s']:.0f}s; report: {path.parent / 'index.html'}")
-        return EXIT_CODES[outcome]
+        return EXIT_CODES[outcome] or (1 if failed else 0)
 
     def wait_for_witnesses(self, until: float) -> None:
         """Give rollouts a moment to verify and countersign the final checkpoint, so the run's

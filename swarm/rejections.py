@@ -71,6 +71,12 @@ class Reason(str, enum.Enum):
         return self.value
 
 
+# A chunk refused for one of these stays with its producer, which offers it again later: the
+# refusal says "not now" (not training yet, out of budget, or the sender's membership record not
+# seen yet, e.g. just after a partition healed), never "this chunk is bad".
+RETRY_LATER = frozenset({Reason.NOT_TRAINER, Reason.BUSY, Reason.RATE_LIMITED, Reason.UNKNOWN_SENDER})
+
+
 class Rejection(ValueError):
     """Peer input refused; `reason` names the counter it is counted under, `detail` is for logs."""
 

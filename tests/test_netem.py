@@ -56,8 +56,13 @@ def test_configured_links_are_what_the_application_measures(tmp_path, servers):
         servers(topo, "a2")
         far = measure(topo, "a1", "rtt", topo.ip("b1"), str(PORT))["rtt_ms"]
         near = measure(topo, "a1", "rtt", topo.ip("a2"), str(PORT))["rtt_ms"]
+        before = topo.received_bytes()
         to_b1 = measure(topo, "a1", "send", topo.ip("b1"), str(PORT), "3")["mbit_s"]  # b1's downlink
         from_b1 = measure(topo, "a1", "recv", topo.ip("b1"), str(PORT), "3")["mbit_s"]  # b1's uplink
+        got = {k: v - before.get(k, 0) for k, v in topo.received_bytes().items()}
+        # ~3 s at 10 Mbit/s into b1, ~3 s at 20 Mbit/s back to a1 (and the 1 s warm-ups): bytes per link add up
+        assert 3.0e6 < got[("eu", "b1")] < 6e6 and 6.0e6 < got[("asia", "a1")] < 12e6, got
+        assert got[("asia", "a2")] < 1e5 and got.get(("asia", "b1"), 0) == 0, got
         print(f"rtt eu-asia {far:.1f} ms, eu-eu {near:.2f} ms; to b1 {to_b1:.1f}, from b1 {from_b1:.1f} Mbit/s")
         assert abs(far - 80) <= 0.15 * 80 and near < 10
         assert abs(to_b1 - 10) <= 1.5 and abs(from_b1 - 20) <= 3.0

@@ -306,7 +306,8 @@ def test_the_html_report_is_one_self_contained_page(tmp_path):
 
     parser = Refs()
     parser.feed(page)
-    assert "script" not in parser.tags and len(parser.refs) == 3
+    plots = json.loads((tmp_path / "report" / "summary.json").read_text())["plots"]
+    assert "script" not in parser.tags and len(parser.refs) == len(plots) >= 6
     assert all(ref.startswith("data:image/png;base64,iVBOR") for ref in parser.refs)
     for text in ("eu - asia", "93.2", "partition", "eu-asia", "1.5 CPU seconds", "trainer", "Capacity"):
         assert text in page, text
@@ -379,8 +380,8 @@ def simulate(tmp_path, no_base_digest):
 
     sims = []
 
-    def run(nodes: list[dict], timeout_s: float = 20, steps: int = 3):
-        scenario = parse_scenario(_with({"timeout_s": timeout_s, "steps": steps}, nodes=nodes))
+    def run(nodes: list[dict], timeout_s: float = 20, steps: int = 3, **tables):
+        scenario = parse_scenario(_with({"timeout_s": timeout_s, "steps": steps}, nodes=nodes, **tables))
         out = io.StringIO()
         sim = Simulation(scenario, tmp_path / "out", console=Console(file=out, width=200), node_cls=FakeNode)
         sims.append(sim)
@@ -401,6 +402,15 @@ def test_runner_stops_on_done_and_reports(simulate):
     assert roll_args[roll_args.index("--initial-peers") + 1].endswith("/p2p/fake")
     assert roll_args[roll_args.index("--engine") + 1] == "auto" and "--threads" in roll_args
     assert (sim.out / "run.toml").exists() and (sim.out / "keys" / "roll.key").exists()
+
+
+def test_a_failed_assertion_fails_the_run_and_says_which(simulate):
+    checks = [{"metric": "reward", "at_least": 0.3}, {"metric": "reward", "at_least": 0.9, "by_step": 3}]
+    code, output, summary, _ = simulate([*TRAINER_AND, {"name": "roll", "role": "rollout"}], **{"assert": checks})
+    assert code == 1 and summary["outcome"] == "done"
+    assert "assert reward >= 0.3: measured 0.4: pass" in output
+    assert "assert reward by step 3 >= 0.9: measured 0.4: FAIL" in output
+    assert [a["passed"] for a in summary["assertions"]] == [True, False]
 
 
 def test_a_trainer_that_exits_right_after_done_is_a_success(simulate):

@@ -220,6 +220,7 @@ class TrainerWorker:
                 self.seen.add(accepted.chunk.chunk_id)
                 self.buffer.append(accepted)
                 self.acct["accepted"] += 1
+                self.acct_pending = True  # also after the last step: stop() writes the final totals
                 self.ready.notify_all()
         except Rejection as e:
             self.count_rejection(remote, e)

@@ -163,6 +163,8 @@ class Topology:
         self.delayers[host.name] = delayer
         if delayer.stdout.readline().strip() != b"ready":
             raise NetemError(f"the delayer of {host.name} did not start: see {self.workdir}/delayer-{host.name}.log")
+        for region in self.regions:  # counting-only rules (no target): bytes received per source region
+            self._in(ns, "iptables", "-t", "mangle", "-A", "PREROUTING", "-s", self.subnet(region))
         self._in(ns, "iptables", "-t", "mangle", "-A", "PREROUTING", "-s", "10.77.0.0/16", "-j", "NFQUEUE",
                  "--queue-num", str(QUEUE))
 
@@ -205,6 +207,19 @@ class Topology:
             if host.region in (a, b):
                 self._write_links(host)
                 self.delayers[host.name].send_signal(signal.SIGHUP)
+
+    def received_bytes(self) -> dict[tuple[str, str], int]:
+        """(from region, to host) -> bytes the host received from that region so far (what the
+        partition rules let through, before the delayer's loss)."""
+        subnets = {self.subnet(r): r for r in self.regions}
+        out = {}
+        for host in self.hosts:
+            dump = _run("ip", "netns", "exec", self.ns(host.name), "iptables-save", "-c", "-t", "mangle").stdout
+            for line in dump.splitlines():  # "[pkts:bytes] -A PREROUTING -s 10.77.1.0/24" (no -j)
+                parts = line.split()
+                if len(parts) == 5 and parts[1:4] == ["-A", "PREROUTING", "-s"] and parts[4] in subnets:
+                    out[(subnets[parts[4]], host.name)] = int(parts[0].strip("[]").split(":")[1])
+        return out
 
     def emulator_cpu_s(self) -> float:
         """CPU seconds the delayers used so far (the emulator's own cost, for the report)."""
