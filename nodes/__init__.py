@@ -8,6 +8,7 @@
     rollout.py      the rollout worker: generate, sign, seal, send; a second thread follows the
                     trainer (log sync as a witness, adapter fetch)
     spool.py        signed chunks kept on disk while no trainer takes them
+    disk.py         a full workdir: what needs the disk pauses (the node says so) and resumes
     trainer/        the trainer worker: intake (the door's checks), GRPO math and policy,
                     checkpoints, publication of signed versions
     metrics.py      the typed metrics events (metrics.jsonl), written here, read by the report

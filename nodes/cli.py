@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scoring-copy", action="store_true",
                    help="as trainer, keep a second copy of the base to check chunks while training (faster "
                         "intake, twice the memory; default: one copy, used in turn)")
+    s.add_argument("--shape-links", default=None, metavar="FILE",
+                   help="emulate network links inside the transport from this links file (what `swarm simulate` "
+                        "writes where it cannot shape real packets: no root)")
 
     s = sub.add_parser("peers", help="show the live swarm")
     s.add_argument("--run", required=True, help="signed run manifest")
@@ -147,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run these scenarios one after the other and plot them together")
     s.add_argument("--baseline", action="store_true",
                    help="also run the co-located copy (no links, device limits or timeline) and overlay it")
+    s.add_argument("--emulation", choices=("auto", "namespaces", "transport"), default="auto",
+                   help="how links between regions are emulated: real packets in network namespaces (root, "
+                        "Linux), inside the nodes' transport, or auto: namespaces where possible")
     s.add_argument("--steps", type=int, default=None, help="trainer steps (overrides the scenario's)")
     s.add_argument("--timeout", type=float, default=None, help="seconds before the run is stopped")
     s.add_argument("--quiet", action="store_true", help="plain progress lines instead of the live table")

@@ -3,7 +3,7 @@
 Workers (rollout, trainer) never reach into the `Node`: they read the run from `manifest` /
 `signed`, ask the swarm through `swarm` (the node's `trainers()`, `members()`, `holders()`,
 `advertise()`), talk to peers through `transport`, keep versions in `store` and their entries in
-`log`, and report through `metrics`.
+`log`, report through `metrics`, and wait out a full disk through `disk`.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from crypto.identity import Identity
+    from nodes.disk import Disk
     from nodes.metrics import MetricsLog
     from nodes.node import Node
     from swarm.adapters.store import AdapterStore
@@ -39,6 +40,11 @@ class WorkerContext:
     twice the memory); by default one copy serves both, in turn."""
     base_gguf: Path | None = None
     """A rollout samples from this GGUF copy of the base (checked against the manifest's probe)."""
+
+    @property
+    def disk(self) -> Disk:
+        """The node's workdir space: a write it refuses for lack of space waits (see nodes.disk)."""
+        return self.swarm.disk
 
     @property
     def manifest(self) -> RunManifest:

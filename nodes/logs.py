@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from nodes.disk import is_full
+
 FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
 DATEFMT = "%H:%M:%S"
 QUIET = ("gguf", "hivemind", "transformers", "peft", "torch", "urllib3", "httpx", "filelock", "huggingface_hub",
@@ -32,11 +34,23 @@ def setup_logging() -> None:
 def log_to_workdir(workdir: Path) -> Path:
     """Also write the log to WORKDIR/node.log (rotated at 10 MiB, 3 old files kept)."""
     path = Path(workdir) / "node.log"
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS,
-                                                   encoding="utf-8")
+    handler = WorkdirLog(path, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
     logging.getLogger().addHandler(handler)
     return path
+
+
+class WorkdirLog(logging.handlers.RotatingFileHandler):
+    """node.log, where a line the full disk refuses is counted (`lost`), not a traceback on stderr:
+    the node goes on (nodes.disk), and its lines reach the file again once there is space."""
+
+    lost = 0
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if is_full(sys.exc_info()[1]):
+            self.lost += 1
+        else:
+            super().handleError(record)
 
 
 class Throttled:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from nodes.disk import Disk, append_whole
+
 
 @dataclass(frozen=True)
 class Event:
@@ -108,14 +110,21 @@ EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (RoleEvent, Chun
 
 
 class MetricsLog:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, disk: Disk | None = None):
+        """`disk`: where a line lost to a full disk is counted (the run goes on without it)."""
         self.path = Path(path)
+        self.disk = disk
         self._lock = threading.Lock()
 
     def write(self, event: Event) -> None:
         line = event.to_json(time.time())
-        with self._lock, open(self.path, "a") as f:
-            f.write(line + "\n")
+        with self._lock:
+            try:
+                append_whole(self.path, (line + "\n").encode())
+            except OSError as e:
+                if self.disk is None:
+                    raise
+                self.disk.skip(self.path.name, e)
 
 
 def read_event(raw: Any) -> dict | None:

@@ -4,7 +4,8 @@ Every announce period the node re-publishes its signed NodeInfo (which expires u
 refreshed), reads the live swarm, and recomputes roles with the same pure function every other
 node runs. Role workers (rollout, trainer) plug in through `on_role_change` and see the swarm only
 through the typed questions below (`trainers`, `members`, `holders`) and `advertise`; this
-module knows nothing of RL. The node's view is also written to `WORKDIR/status.json`.
+module knows nothing of RL. The node's view is also written to `WORKDIR/status.json`. While its
+work waits for space on a full disk (`nodes.disk`), its state says so: `paused: disk full (spool)`.
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crypto.identity import Identity
+from nodes.disk import Disk
 from swarm.manifest import SignedManifest
 from swarm.membership import Membership, SwarmView
-from swarm.records import MAX_FAILURE_CHARS, Hardware, NodeInfo, TrainerState
+from swarm.records import MAX_FAILURE_CHARS, MAX_STATE_CHARS, Hardware, NodeInfo, TrainerState
 from swarm.roles import ROLLOUT, TRAINER, can_train, trainers_of
 from swarm.trust import TrustRoot
 
@@ -40,6 +42,8 @@ class NodeOptions:
     """Where the owner's manifest updates appear (`swarm trust` writes MANIFEST.updates); re-read each period."""
     join_patience_s: float = 60.0
     """How long to keep trying initial peers that do not answer (not up yet, behind a partition)."""
+    shape_links: Path | None = None
+    """A links file: emulate the scenario's links inside the transport (`swarm simulate` without root)."""
 
 
 class Node:
@@ -62,6 +66,8 @@ class Node:
         self.peer_id = identity.peer_id  # the key is the libp2p identity: the DHT will report the same
         self.role = "joining"
         self.state = "starting"
+        self.disk = Disk(options.workdir)
+        """The workdir's space: work that cannot write waits there, and our state says so."""
         self.adapter_version = -1
         self.trainer_state = TrainerState()
         self.failed: dict[str, str] = {}
@@ -111,7 +117,7 @@ class Node:
             decode_tok_s=self.decode_tok_s,
             role=self.role,
             role_pref=self.options.role_pref,
-            state=self.state,
+            state=self.shown_state(),
             adapter_version=self.adapter_version,
             software=SOFTWARE,
             issued_at=now,
@@ -119,6 +125,12 @@ class Node:
             trainer=self.trainer_state,
             failed=dict(self.failed),
         )
+
+    def shown_state(self) -> str:
+        """Our state as the swarm and status.json see it: a ready node whose work waits on a full
+        disk says which work."""
+        paused = self.disk.paused
+        return f"paused: {paused}"[:MAX_STATE_CHARS] if paused and self.state == "ready" else self.state
 
     def tick(self) -> None:
         """One announce period: publish, read, reassign."""
@@ -189,18 +201,23 @@ class Node:
             "peer_id": self.peer_id,
             "key_id": self.identity.key_id,
             "role": self.role,
-            "state": self.state,
+            "state": self.shown_state(),
             "maddrs": self.maddrs,
             "adapter_version": self.adapter_version,
             "peers": [peer_summary(r) for r in self.view.records],
             "rejected": self.view.rejected,
             "door": self.door_stats() if self.door_stats is not None else {},
+            "disk": self.disk.summary(),
             "updated_at": time.time(),
         }
         path = self.options.workdir / "status.json"
         tmp = path.with_name(f"status.json.{os.getpid()}")
-        tmp.write_text(json.dumps(status, indent=1))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(status, indent=1))
+            os.replace(tmp, path)
+        except OSError as e:  # a full disk: the next period writes it again (our record says we paused)
+            tmp.unlink(missing_ok=True)
+            self.disk.skip(path.name, e)
 
     def shutdown(self) -> None:
         self.state = "leaving"

@@ -4,7 +4,9 @@ Each round: ask the trainer (the node the role function names, never a self-decl
 many groups it can use and which version it trains; switch the engine to the newest version we
 hold; and generate only when `swarm.sync.may_generate` says so (async: while the trainer wants
 groups; sequential: also only with the very version it trains). Chunks are signed, sealed to the
-current trainers and sent to one; with no trainer reachable they wait in the spool.
+current trainers and sent to one; with no trainer reachable they wait in the spool. A chunk a full
+disk will not take waits in memory instead, and nothing new is generated until it is delivered or
+spooled (`nodes.disk`: the node's state says it paused).
 
 A second thread follows the trainer: it brings the provenance log up to date (verifying and
 countersigning it, as a witness) and fetches each newer version, so neither the network round
@@ -20,6 +22,7 @@ import time
 from crypto.envelope import sign_envelope
 from crypto.sealing import SealContext, seal
 from nodes.context import WorkerContext
+from nodes.disk import is_full
 from nodes.logs import Throttled
 from nodes.metrics import AdoptEvent, ChunkEvent
 from nodes.spool import ChunkSpool
@@ -90,6 +93,7 @@ class RolloutWorker:
         self.behind: tuple[int, str | None] = (-1, None)  # the last `told` that was behind us, and checked
         self.need = 1  # groups the trainer can still use, as of its last reply
         self.told: tuple[int, str | None] = (-1, None)  # (trainer's version, its peer id) as of its last reply
+        self.unspooled: bytes | None = None  # a chunk the full disk would not take: kept here, retried
 
     def start(self) -> None:
         self.thread.start()
@@ -115,8 +119,13 @@ class RolloutWorker:
             self.wake.wait(POLL_S * 4)
             self.wake.clear()
             try:
-                self._fetch_newest(self.ctx.swarm.trainers())
-            except Exception:
+                if self._fetch_newest(self.ctx.swarm.trainers()):
+                    self.ctx.disk.ok("adapters")
+            except Exception as e:
+                if is_full(e):  # the version (or its log entry) waits for space: fetched again then
+                    self.ctx.disk.full("adapters", e.filename or self.ctx.store.root, e)
+                    self.ctx.disk.wait(self.stop_event)
+                    continue
                 log.exception("following the trainer failed; retrying")
                 self.stop_event.wait(1.0)
 
@@ -129,6 +138,8 @@ class RolloutWorker:
         held = self._adopt()
         if held is None:
             return False
+        if self.unspooled is not None and not self._keep_unspooled(trainers):
+            return False
         if trainers and not self.spool.flush(lambda envelope: self._send(envelope, trainers)):
             return False
         sync = self.ctx.manifest.sync
@@ -138,7 +149,7 @@ class RolloutWorker:
         started = time.perf_counter()
         envelope, samples, tokens, gen_s = self._generate(held.version)
         sent = self._send(envelope, trainers) if trainers else False
-        spool_full = not sent and self.spool.put(envelope)
+        spool_full = not sent and self._keep(envelope)
         self.ctx.metrics.write(ChunkEvent(version=held.version, samples=samples, tokens=tokens, gen_s=gen_s,
                                           busy_s=time.perf_counter() - started, engine=self.engine.name, sent=sent,
                                           witness_s=round(self._take_witness_s(), 6),
@@ -147,18 +158,45 @@ class RolloutWorker:
             self.stop_event.wait(SPOOL_FULL_WAIT_S)
         return True
 
-    def _fetch_newest(self, trainers) -> None:
-        """Fetch the newest version a trainer announced (reply or DHT record), if newer than ours."""
+    def _keep(self, envelope: bytes) -> bool:
+        """Spool a chunk no trainer took; True if it pushed the oldest out of a full spool. One the
+        full disk refuses is kept in memory (`unspooled`) and retried before anything new is made."""
+        try:
+            dropped = self.spool.put(envelope)
+        except OSError as e:
+            self.ctx.disk.full("spool", self.spool.dir, e)  # re-raises anything but a full disk
+            self.unspooled = envelope
+            return False
+        self.ctx.disk.ok("spool")
+        return dropped
+
+    def _keep_unspooled(self, trainers) -> bool:
+        """Deliver or spool the chunk the full disk refused; True once it is (generating goes on),
+        else wait the disk's backoff."""
+        envelope, self.unspooled = self.unspooled, None
+        if trainers and self._send(envelope, trainers):
+            self.ctx.disk.ok("spool")  # it needs the disk no longer
+            return True
+        self._keep(envelope)
+        if self.unspooled is None:
+            return True
+        self.ctx.disk.wait(self.stop_event)
+        return False
+
+    def _fetch_newest(self, trainers) -> bool:
+        """Fetch the newest version a trainer announced (reply or DHT record), if newer than ours;
+        False if we still lack it."""
         held = self.ctx.store.latest()
         told = self.told
         newest = max([r.trainer.version for r in trainers] + [told[0]])
         if newest > (held.version if held else -1):
-            self._fetch(newest, trainers)
+            return self._fetch(newest, trainers)
         elif held is not None and told[1] is not None and told[0] < held.version and told != self.behind:
             # The trainer is behind us: was our newest version revoked (a manifest update we
             # lack)? Its log reply carries the owner's updates. Asked once per such reply.
             self.behind = told
             self._witness([told[1]])
+        return True
 
     def _adopt(self):
         """Switch the engine to the newest version we hold, also when the one it runs went away

@@ -32,6 +32,15 @@ whose reply was lost): they do not lower the peer's standing at our door."""
 NOT_TRAINER = Verdict(ok=False, reason=Reason.NOT_TRAINER.value, need=0, version=-1).encode()
 
 
+def _transport(node):
+    transport = make_transport("p2p", dht=node.membership.dht)
+    if node.options.shape_links is None:
+        return transport
+    from swarm.transport.shaped import ShapedTransport
+
+    return ShapedTransport(transport, node.options.shape_links, seed=int(node.identity.key_id[:8], 16))
+
+
 class NodeServices:
     def __init__(self, node, engine_kind: str, threads: int | None, scoring_copy: bool = False,
                  base_gguf: Path | None = None):
@@ -40,10 +49,10 @@ class NodeServices:
         workdir, sync = Path(node.options.workdir), node.signed.manifest.sync
         self.context = WorkerContext(
             signed=node.signed, identity=node.identity, workdir=workdir, swarm=node,
-            transport=make_transport("p2p", dht=node.membership.dht),
+            transport=_transport(node),
             store=AdapterStore(workdir / "adapters", node.signed.digest, keep=versions_kept(sync.mode, sync.staleness)),
             log=ProvenanceLog(workdir / "provenance", node.trust),
-            metrics=MetricsLog(workdir / "metrics.jsonl"), threads=threads, scoring_copy=scoring_copy,
+            metrics=MetricsLog(workdir / "metrics.jsonl", disk=node.disk), threads=threads, scoring_copy=scoring_copy,
             base_gguf=base_gguf,
         )
         self.worker = None
@@ -133,6 +142,8 @@ class NodeServices:
         members = self.node.members()
         try:
             accept_cosignature(self.context.log, request, members)
+        except OSError as e:  # a full disk: kept in memory (served with the log), written with the next checkpoint
+            self.node.disk.skip("provenance/checkpoint.note", e)
         except Rejection as e:
             log.info("cosignature from %s refused: %s", remote[-8:], e)
             return Verdict(ok=False, need=0, version=-1, reason=e.reason.value).encode()

@@ -9,6 +9,7 @@ A run whose assertions fail exits 1 and says which, in the terminal and in the r
 """
 from __future__ import annotations
 
+from itertools import pairwise
 from statistics import fmean
 
 METRICS = {
@@ -46,7 +47,7 @@ def measure(metric: str, summary: dict, by_step: int = 0) -> float | None:
         return float(max(lags)) if lags else None
     if metric == "max_step_gap_s":
         times = summary.get("reward_wall_s") or []
-        return round(max((b - a for a, b in zip(times, times[1:])), default=0.0), 2) if times else None
+        return round(max((b - a for a, b in pairwise(times)), default=0.0), 2) if times else None
     if metric == "links_off":
         network = summary.get("network") or {}
         checks = (network.get("links") or []) + (network.get("bandwidth") or [])

@@ -24,6 +24,42 @@ def links_of(scenario: Scenario) -> dict[tuple[str, str], LinkSpec]:
     return out
 
 
+def probe_pairs(scenario: Scenario) -> list[tuple[str, str, str, str]]:
+    """(region a, region b, node in a, node in b) for every region pair with nodes, each region
+    with itself too when it has two nodes: where link measurements run."""
+    first: dict[str, list[str]] = {}
+    for n in scenario.nodes:
+        first.setdefault(n.region, []).append(n.name)
+    regions = [r.name for r in scenario.regions if r.name in first]
+    return [(a, b, first[a][0], first[b][1] if a == b else first[b][0])
+            for i, a in enumerate(regions) for b in regions[i:] if a != b or len(first[a]) >= 2]
+
+
+def bandwidth_probes(scenario: Scenario) -> list[tuple[str, str, str, float]]:
+    """(node, "up" | "down", peer, expected Mbit/s) for every node with a bandwidth limit: the
+    expected rate is the narrower end (a sender's uplink, a receiver's downlink)."""
+    out = []
+    for node in scenario.nodes:
+        if not (node.up_mbit or node.down_mbit):
+            continue
+        peer = next(n for n in scenario.nodes if n.name != node.name)
+        for direction, ours, theirs in (("up", node.up_mbit, peer.down_mbit), ("down", node.down_mbit, peer.up_mbit)):
+            limits = [x for x in (ours, theirs) if x]
+            if limits:
+                out.append((node.name, direction, peer.name, min(limits)))
+    return out
+
+
+def rtt_check(a: str, b: str, configured: float, measured: float) -> dict:
+    return {"between": [a, b], "configured_rtt_ms": configured, "measured_rtt_ms": round(measured, 2),
+            "within_15pct": abs(measured - configured) <= max(0.15 * configured, 2.0)}
+
+
+def bandwidth_check(node: str, direction: str, peer: str, expected: float, measured: float) -> dict:
+    return {"node": node, "direction": direction, "peer": peer, "configured_mbit_s": expected,
+            "measured_mbit_s": round(measured, 2), "within_15pct": abs(measured - expected) <= 0.15 * expected}
+
+
 class ScenarioNetwork:
     def __init__(self, scenario: Scenario, workdir: Path):
         self.scenario = scenario
@@ -54,39 +90,19 @@ class ScenarioNetwork:
     def measure_links(self) -> list[dict]:
         """Application-level RTT between the first nodes of every region pair (each region with
         itself too, when it has two nodes), against the configured round trip."""
-        first: dict[str, list[str]] = {}
-        for n in self.scenario.nodes:
-            first.setdefault(n.region, []).append(n.name)
-        regions = [r.name for r in self.scenario.regions if r.name in first]
         links = links_of(self.scenario)
-        for i, a in enumerate(regions):
-            for b in regions[i:]:
-                if a == b and len(first[a]) < 2:
-                    continue
-                src, dst = first[a][0], (first[b][1] if a == b else first[b][0])
-                rtt = self._rtt(src, dst)
-                configured = links.get((a, b), LinkSpec()).delay_ms + links.get((b, a), LinkSpec()).delay_ms
-                self.measured.append({"between": [a, b], "configured_rtt_ms": configured, "measured_rtt_ms": rtt,
-                                      "within_15pct": abs(rtt - configured) <= max(0.15 * configured, 2.0)})
+        for a, b, src, dst in probe_pairs(self.scenario):
+            rtt = self._rtt(src, dst)
+            configured = links.get((a, b), LinkSpec()).delay_ms + links.get((b, a), LinkSpec()).delay_ms
+            self.measured.append(rtt_check(a, b, configured, rtt))
         return self.measured
 
     def measure_bandwidth(self, seconds: float = 2.0) -> list[dict]:
         """TCP goodput of every node with a bandwidth limit, both ways, against another node:
         expected is the narrower end (a sender's uplink, a receiver's downlink)."""
-        for node in self.scenario.nodes:
-            if not (node.up_mbit or node.down_mbit):
-                continue
-            peer = next(n for n in self.scenario.nodes if n.name != node.name)
-            for direction, ours, theirs in (("up", node.up_mbit, peer.down_mbit), ("down", node.down_mbit, peer.up_mbit)):
-                limits = [x for x in (ours, theirs) if x]
-                if not limits:
-                    continue
-                mbit = self._measure(node.name, peer.name, "send" if direction == "up" else "recv", str(seconds),
-                                     key="mbit_s")
-                expected = min(limits)
-                self.bandwidth.append({"node": node.name, "direction": direction, "peer": peer.name,
-                                       "configured_mbit_s": expected, "measured_mbit_s": mbit,
-                                       "within_15pct": abs(mbit - expected) <= 0.15 * expected})
+        for node, direction, peer, expected in bandwidth_probes(self.scenario):
+            mbit = self._measure(node, peer, "send" if direction == "up" else "recv", str(seconds), key="mbit_s")
+            self.bandwidth.append(bandwidth_check(node, direction, peer, expected, mbit))
         return self.bandwidth
 
     def _rtt(self, src: str, dst: str) -> float:

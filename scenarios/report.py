@@ -18,7 +18,10 @@ Definitions (also in summary.json's `definitions`):
   publication (the first step event carrying v) to the start of the node's first chunk made with
   v or newer; versions it never used are left out;
 - capacity rule (DESIGN §3), per worker: the learner does not wait when
-  Σ μ_i·max(0, κ·T_train − T_bcast_i) ≥ κ·R (the design's form when all T_bcast_i are equal), with
+  Σ μ_i·min(κ·T_train, max(0, (S+1)·κ·T_train − T_bcast_i)) ≥ κ·R, with S the staleness bound
+  (0 in sequential mode). For S = 0 it is the design's Σ μ_i·max(0, κ·T_train − T_bcast_i) ≥ κ·R;
+  with S ≥ 1 a rollout keeps making usable chunks with the previous version while the next one
+  arrives, so its broadcast costs it nothing until T_bcast_i exceeds S·κ·T_train. With
   μ_i = effective tokens/s (engine tokens/s overstates supply: sealing, sending, adapter swaps and a
   shared CPU all cost time), R = prompts·group·(measured tokens per sample) and
   T_train = mean(step_s − wait_s). "Observed no wait" means busy fraction ≥ BUSY_OK (0.9), checked
@@ -133,7 +136,7 @@ def summarize(scenario, events: dict[str, list[dict]], *, wall_s: float, outcome
             t_bcast_s={n: v["adoption_s"] for n, v in nodes.items() if v["adoption_s"] is not None},
             worker_tok_s={n: mu for n, v in nodes.items() if (mu := v["effective_tokens_per_s"])},
             busy_fraction=learner["busy_fraction"] if learner["steps_counted"] >= MIN_STEADY_STEPS else None,
-            mode=s.mode),
+            mode=s.mode, staleness=s.staleness),
         "malformed_lines": malformed,
         "network": network or {"emulation": "none: every node on 127.0.0.1"},
         "timeline": timeline, "devices": devices or {},
@@ -250,18 +253,19 @@ def _tokens_per_sample(events: dict[str, list[dict]], grpo: dict | None) -> floa
 
 
 def capacity_rule(*, samples_per_step, tokens_per_sample, t_train_s, t_bcast_s: dict, kappa,
-                  worker_tok_s: dict, busy_fraction, mode: str) -> dict:
+                  worker_tok_s: dict, busy_fraction, mode: str, staleness: int = 0) -> dict:
     """DESIGN §3's overlap rule, its measured inputs, and whether the run agreed with it.
 
     `t_bcast_s` and `worker_tok_s` are per rollout node; a node without a T_bcast counts 0.
     """
     inputs = {"R_tokens_per_step": None, "samples_per_step": samples_per_step,
               "tokens_per_sample": _round(tokens_per_sample), "T_train_s": t_train_s, "T_bcast_s": t_bcast_s,
-              "kappa": kappa, "mu_tok_s": worker_tok_s}
+              "kappa": kappa, "S": staleness if mode == "async" else 0, "mu_tok_s": worker_tok_s}
     if None in (samples_per_step, tokens_per_sample, t_train_s) or not worker_tok_s:
         return {**inputs, "verdict": "not enough data (needs trainer steps and rollout chunks)"}
     demand_tok = kappa * samples_per_step * tokens_per_sample
-    window = {n: max(0.0, kappa * t_train_s - t_bcast_s.get(n, 0.0)) for n in worker_tok_s}
+    period, ahead = kappa * t_train_s, inputs["S"]
+    window = {n: min(period, max(0.0, (ahead + 1) * period - t_bcast_s.get(n, 0.0))) for n in worker_tok_s}
     supply_tok = sum(mu * window[n] for n, mu in worker_tok_s.items())
     predicted = supply_tok >= demand_tok
     # The shortfall is made after the overlap window, by every worker at once, while the learner waits.

@@ -36,7 +36,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 ROLES = ("trainer", "rollout", "auto")
-ACTIONS = ("kill", "restart", "freeze", "thaw", "partition", "heal", "link")
+ACTIONS = ("kill", "restart", "freeze", "thaw", "fill_disk", "free_disk", "partition", "heal", "link")
+NODE_ACTIONS = ("kill", "restart", "freeze", "thaw", "fill_disk", "free_disk")
 ENGINES = ("auto", "transformers", "llamacpp")
 DEFAULT_SCENARIO = Path(__file__).with_name("default.toml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # also a valid manifest run id and a directory name
@@ -98,6 +99,11 @@ class NodeSpec:
     cpu_cores: float = 0.0
     """Run like slower hardware: a CPU quota of this many cores for the node's processes (cgroups,
     root only; e.g. 0.25 is a quarter of one core). 0: no quota."""
+    disk_mb: float = 0.0
+    """Put the node's workdir on a small filesystem of its own, this many MB (tmpfs, root only), so
+    the timeline can fill it (`fill_disk`) and free it (`free_disk`). 0: the run's disk."""
+    count: int = 1
+    """A group of this many identical nodes, named NAME-1 .. NAME-COUNT (1: one node named NAME)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,8 @@ class Event:
     at_s: float
     action: str
     """"kill" (SIGKILL `node`), "restart" (start `node` again: same key and workdir), "freeze" /
-    "thaw" (SIGSTOP / SIGCONT `node` and everything it started: a laptop lid closed), "partition" /
+    "thaw" (SIGSTOP / SIGCONT `node` and everything it started: a laptop lid closed), "fill_disk" /
+    "free_disk" (fill `node`'s small disk to the last few KiB / give the space back), "partition" /
     "heal" (cut / restore the two `regions`), "link" (set the two `regions`' link to delay_ms,
     jitter_ms, loss)."""
     node: str = ""
@@ -179,6 +186,12 @@ class Scenario:
     events: tuple[Event, ...] = ()
     assertions: tuple[Assertion, ...] = ()
     variants: tuple[Variant, ...] = ()
+    entries: tuple[int, ...] = ()
+    """For each node, its [[node]] entry in the file (a group's nodes share one)."""
+
+    def entry(self, i: int) -> str:
+        """How errors name node i: its file entry (`node[2]`), which a `count` group shares."""
+        return f"node[{self.entries[i] if self.entries else i}]"
 
     def variant(self, v: Variant) -> Scenario:
         """This scenario with one variant's settings (named `NAME-VARIANT`), validated again."""
@@ -191,7 +204,8 @@ class Scenario:
     def colocated(self) -> Scenario:
         """The co-located baseline: the same nodes and settings on 127.0.0.1, with no emulated
         links, no device limits and no timeline (what the network and churn cost is measured against)."""
-        nodes = tuple(dataclasses.replace(n, region="", up_mbit=0.0, down_mbit=0.0, cpu_cores=0.0) for n in self.nodes)
+        nodes = tuple(dataclasses.replace(n, region="", up_mbit=0.0, down_mbit=0.0, cpu_cores=0.0,
+                                          disk_mb=0.0) for n in self.nodes)
         settings = dataclasses.replace(self.settings, name=f"{self.settings.name}-colocated")
         return dataclasses.replace(self, settings=settings, nodes=nodes, regions=(), links=(), events=(), variants=())
 
@@ -239,7 +253,8 @@ def parse_scenario(raw: dict[str, Any], source: str = "<scenario>") -> Scenario:
     if not isinstance(nodes_raw, list) or not nodes_raw:
         fail("needs at least one [[node]] entry")
     settings = _typed(Settings, raw["scenario"], "scenario", fail)
-    nodes = tuple(_typed(NodeSpec, n, f"node[{i}]", fail) for i, n in enumerate(nodes_raw))
+    nodes, node_entries = _expand_groups(tuple(_typed(NodeSpec, n, f"node[{i}]", fail)
+                                               for i, n in enumerate(nodes_raw)), fail)
 
     def entries(table: str, cls: type) -> tuple:
         items = raw.get(table, [])
@@ -249,10 +264,23 @@ def parse_scenario(raw: dict[str, Any], source: str = "<scenario>") -> Scenario:
 
     scenario = Scenario(settings, nodes, source, regions=entries("region", Region), links=entries("link", Link),
                         events=tuple(sorted(entries("event", Event), key=lambda e: e.at_s)),
-                        assertions=entries("assert", Assertion), variants=entries("variant", Variant))
+                        assertions=entries("assert", Assertion), variants=entries("variant", Variant),
+                        entries=node_entries)
     for message in _problems(scenario):
         fail(message)
     return scenario
+
+
+def _expand_groups(specs: tuple[NodeSpec, ...], fail) -> tuple[tuple[NodeSpec, ...], tuple[int, ...]]:
+    """Each `count = N` entry as N nodes NAME-1 .. NAME-N, in file order; with each node's entry."""
+    out, entries = [], []
+    for i, spec in enumerate(specs):
+        if not 1 <= spec.count <= 256:
+            fail(f"node[{i}].count must be in [1, 256]")
+        out += [spec] if spec.count == 1 else [dataclasses.replace(spec, name=f"{spec.name}-{k}", count=1)
+                                               for k in range(1, spec.count + 1)]
+        entries += [i] * spec.count
+    return tuple(out), tuple(entries)
 
 
 def _typed(cls: type, raw: Any, where: str, fail):
@@ -303,15 +331,15 @@ def _problems(sc: Scenario) -> list[str]:
     problems = []  # a node's own mistake first: it also explains a swarm-level one ("no node can train")
     for i, n in enumerate(sc.nodes):
         if not _NAME.match(n.name):
-            problems.append(f"node[{i}].name {n.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+            problems.append(f"{sc.entry(i)}.name {n.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
         if names.count(n.name) > 1:
-            problems.append(f"node[{i}].name {n.name!r} is used by more than one node")
+            problems.append(f"{sc.entry(i)}.name {n.name!r} is used by more than one node")
         if n.role not in ROLES:
-            problems.append(f"node[{i}].role must be one of {', '.join(ROLES)}, not {n.role!r}")
+            problems.append(f"{sc.entry(i)}.role must be one of {', '.join(ROLES)}, not {n.role!r}")
         if n.engine not in ENGINES:
-            problems.append(f"node[{i}].engine must be one of {', '.join(ENGINES)}, not {n.engine!r}")
+            problems.append(f"{sc.entry(i)}.engine must be one of {', '.join(ENGINES)}, not {n.engine!r}")
         if n.threads < 1:
-            problems.append(f"node[{i}].threads must be >= 1")
+            problems.append(f"{sc.entry(i)}.threads must be >= 1")
     return (problems + [message for ok, message in rules if not ok] + _network_problems(sc)
             + _assertion_problems(sc) + _variant_problems(sc))
 
@@ -349,14 +377,16 @@ def _network_problems(sc: Scenario) -> list[str]:
                  for i, r in enumerate(sc.regions) if not _NAME.match(r.name)]
     for i, n in enumerate(sc.nodes):
         if regions and n.region not in regions:
-            problems.append(f"node[{i}].region must be one of {', '.join(regions)} (this scenario has regions), "
+            problems.append(f"{sc.entry(i)}.region must be one of {', '.join(regions)} (this scenario has regions), "
                             f"not {n.region!r}")
         if not regions and (n.region or n.up_mbit or n.down_mbit):
-            problems.append(f"node[{i}] sets region or bandwidth, but the scenario declares no [[region]]")
+            problems.append(f"{sc.entry(i)} sets region or bandwidth, but the scenario declares no [[region]]")
         if n.up_mbit < 0 or n.down_mbit < 0:
-            problems.append(f"node[{i}].up_mbit and down_mbit must be >= 0 (0: unlimited)")
+            problems.append(f"{sc.entry(i)}.up_mbit and down_mbit must be >= 0 (0: unlimited)")
         if not 0 <= n.cpu_cores <= 1024:
-            problems.append(f"node[{i}].cpu_cores must be in [0, 1024] (0: no quota)")
+            problems.append(f"{sc.entry(i)}.cpu_cores must be in [0, 1024] (0: no quota)")
+        if not (n.disk_mb == 0 or 16 <= n.disk_mb <= 65536):
+            problems.append(f"{sc.entry(i)}.disk_mb must be 0 (the run's disk) or in [16, 65536]")
     pairs = []
     for i, link in enumerate(sc.links):
         problems += _link_problems(f"link[{i}]", link.between, link, regions)
@@ -369,8 +399,10 @@ def _network_problems(sc: Scenario) -> list[str]:
             problems.append(f"{where}.action must be one of {', '.join(ACTIONS)}, not {e.action!r}")
         if e.at_s < 0:
             problems.append(f"{where}.at_s must be >= 0")
-        if e.action in ("kill", "restart", "freeze", "thaw") and e.node not in nodes:
+        if e.action in NODE_ACTIONS and e.node not in nodes:
             problems.append(f"{where}.node must name a [[node]] for {e.action}, not {e.node!r}")
+        elif e.action in ("fill_disk", "free_disk") and not next(n for n in sc.nodes if n.name == e.node).disk_mb:
+            problems.append(f"{where}: {e.action} needs node {e.node!r} to have a small disk (disk_mb > 0)")
         if e.action in ("partition", "heal", "link"):
             if not regions:
                 problems.append(f"{where}: {e.action} needs [[region]]s")

@@ -60,7 +60,7 @@ def prepare(scenario: Scenario, out: Path) -> tuple[Path, dict]:
 
 class Simulation:
     def __init__(self, scenario: Scenario, out: Path, *, quiet: bool = False, console: Console | None = None,
-                 node_cls: type = NodeProcess):
+                 node_cls: type = NodeProcess, emulation: str = "auto"):
         self.scenario, self.out, self.node_cls = scenario, out, node_cls  # tests pass fake nodes
         self.console = console or Console()
         self.quiet = quiet or not self.console.is_terminal
@@ -68,11 +68,13 @@ class Simulation:
         self.tails = {n.name: MetricsTail(out / "nodes" / n.name / "metrics.jsonl") for n in scenario.nodes}
         self.events: dict[str, list[dict]] = {n.name: [] for n in scenario.nodes}
         self.started = time.monotonic()
-        self.network = None  # a ScenarioNetwork when the scenario has regions
+        self.network = None  # a ScenarioNetwork (or TransportLinks) when the scenario has regions
+        self.emulation = emulation  # of links: "auto", "namespaces" (real packets) or "transport"
         self.pending = list(scenario.events)  # the timeline, by time
         self.timeline: list[dict] = []  # what was done, when
         self.killed: set[str] = set()  # nodes the timeline took down (not failures)
         self.quotas: dict = {}  # node name -> CpuQuota, for nodes that run like slower hardware
+        self.disks: dict = {}  # node name -> SmallDisk, for nodes whose workdir can fill up
 
     def node_args(self, spec, run: Path, peers: list[str]) -> list[str]:
         return [*(self.network.node_args(spec.name) if self.network else []), "--run", str(run), "--key", str(self.out / "keys" / f"{spec.name}.key"), "--role", spec.role,
@@ -100,8 +102,12 @@ class Simulation:
             codes = self.stop_all()
             self.devices = {name: {"profile": q.description, "throttled_periods": q.throttled_periods()}
                             for name, q in self.quotas.items()}
+            for name, disk in self.disks.items():
+                self.devices.setdefault(name, {"profile": ""})["profile"] += (
+                    "; " if self.devices[name]["profile"] else "") + disk.description
             for quota in self.quotas.values():
                 quota.remove()
+            self.disks_down()
             if self.network is not None:
                 self.network.sample_bytes(self.wall_s)
                 self.network_summary = self.network.summary()
@@ -110,18 +116,28 @@ class Simulation:
         return self.report(outcome, grpo, codes)
 
     def network_up(self) -> None:
-        """The scenario's regions and links as namespaces, measured before any node starts; and
-        the CPU quotas of nodes that run like slower hardware."""
+        """The scenario's regions and links as namespaces, measured before any node starts; the
+        CPU quotas of nodes that run like slower hardware, and the small disks."""
         self.quotas_up()
+        self.disks_up()
         if not self.scenario.regions:
             return
         from scenarios.netem.topology import unavailable
         from scenarios.network import ScenarioNetwork
 
-        why = unavailable()
+        why = unavailable() if self.emulation != "transport" else "asked for with --emulation transport"
+        if why and self.emulation == "namespaces":
+            raise ScenarioError(f"{self.scenario.source}: --emulation namespaces shapes real packets, but {why}")
         if why:
-            raise ScenarioError(f"{self.scenario.source}: this scenario emulates links between regions, but {why}")
-        self.network = ScenarioNetwork(self.scenario, self.out / "network")
+            from crypto.identity import Identity
+            from scenarios.transport_links import TransportLinks
+
+            self.say(f"links emulated inside the transport: {why}")
+            peer_ids = {n.name: Identity.load(self.out / "keys" / f"{n.name}.key").peer_id
+                        for n in self.scenario.nodes}
+            self.network = TransportLinks(self.scenario, self.out / "network", peer_ids, why)
+        else:
+            self.network = ScenarioNetwork(self.scenario, self.out / "network")
         removed = self.network.up()
         if removed:
             self.say(f"removed {len(removed)} network namespace(s) a dead run left behind")
@@ -151,6 +167,35 @@ class Simulation:
         self.run_file, self.bootstrap = run, maddr
         return self.watch(deadline)
 
+    def disks_up(self) -> None:
+        small = [n for n in self.scenario.nodes if n.disk_mb]
+        if not small:
+            return
+        from scenarios import disk
+
+        why = disk.unavailable()
+        if why:
+            raise ScenarioError(f"{self.scenario.source}: this scenario gives nodes a small disk, but {why}")
+        removed = disk.remove_leftovers()
+        if removed:
+            self.say(f"unmounted {len(removed)} small disk(s) a dead run left behind")
+        for n in small:
+            self.disks[n.name] = disk.SmallDisk(n.name, self.out / "nodes" / n.name, n.disk_mb)
+
+    def disks_down(self) -> None:
+        """Unmount each small disk, keeping what the node wrote there (its metrics, log, adapters
+        and provenance are the run's record): copied out, unmounted, moved back."""
+        for name, small in self.disks.items():
+            workdir = self.out / "nodes" / name
+            kept = workdir.with_name(f"{name}.kept")
+            small.free()
+            shutil.copytree(workdir, kept, symlinks=True)
+            small.remove()
+            for item in kept.iterdir():
+                item.rename(workdir / item.name)
+            kept.rmdir()
+        self.disks.clear()
+
     def quotas_up(self) -> None:
         slow = [n for n in self.scenario.nodes if n.cpu_cores]
         if not slow:
@@ -173,6 +218,10 @@ class Simulation:
                 self.killed.add(event.node)
             elif event.action in ("freeze", "thaw"):
                 current[event.node].freeze(event.action == "freeze")
+            elif event.action == "fill_disk":
+                self.disks[event.node].fill()
+            elif event.action == "free_disk":
+                self.disks[event.node].free()
             elif event.action == "restart":
                 spec = next(s for s in self.scenario.nodes if s.name == event.node)
                 current[event.node].stop(grace=2.0)  # what a kill -9 left (its DHT child, p2pd)

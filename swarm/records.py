@@ -25,6 +25,7 @@ ROLES = ("joining", "trainer", "rollout")
 ROLE_PREFS = ("auto", "trainer", "rollout")
 WORKER_ROLES = ("trainer", "rollout")
 MAX_FAILURE_CHARS = 300
+MAX_STATE_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def _decode(doc: Any) -> NodeInfo:
             decode_tok_s=float(_typed(doc["decode_tok_s"], (int, float), "decode_tok_s")),
             role=_choice(doc["role"], ROLES, "role"),
             role_pref=_choice(doc["role_pref"], ROLE_PREFS, "role_pref"),
-            state=_typed(doc["state"], str, "state", max_len=32),
+            state=_typed(doc["state"], str, "state", max_len=MAX_STATE_CHARS),
             adapter_version=_typed(doc["adapter_version"], int, "adapter_version"),
             software=_typed(doc["software"], str, "software", max_len=64),
             issued_at=float(_typed(doc["issued_at"], (int, float), "issued_at")),

@@ -186,3 +186,20 @@ def test_compare_mistakes_are_one_line(tmp_path, args, message):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"swarm simulate: error: {message}"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_node_group_is_that_many_nodes_and_errors_name_its_entry():
+    wide = load_scenario(ROOT / "scenarios" / "wide-8.toml")
+    assert [n.name for n in wide.nodes] == ["trainer", "llama-eu-1", "llama-eu-2", "llama-eu-3", "torch-eu",
+                                            "llama-us-1", "llama-us-2", "llama-us-3", "torch-us"]
+    assert {n.engine for n in wide.nodes if n.name.startswith("llama")} == {"llamacpp"}
+    nodes = [{"name": "t", "role": "trainer"}, {"name": "r", "role": "rollout", "count": 3},
+             {"name": "x", "role": "rollout", "engine": "vllm"}]
+    with pytest.raises(ScenarioError, match=re.escape("node[2].engine must be one of")):  # the file's entry
+        parse_scenario(_with(nodes=nodes))
+    with pytest.raises(ScenarioError, match=re.escape("node[1].count must be in [1, 256]")):
+        parse_scenario(_with(nodes=[nodes[0], {**nodes[1], "count": 0}]))
+    with pytest.raises(ScenarioError, match=re.escape("node[1].name 'r-2' is used by more than one node")):
+        parse_scenario(_with(nodes=[*nodes[:2], {"name": "r-2", "role": "rollout"}]))
+    event = {"at_s": 1, "action": "kill", "node": "r-3"}
+    assert parse_scenario(_with(nodes=nodes[:2], event=[event])).events[0].node == "r-3"

@@ -235,7 +235,8 @@ def test_summary_follows_from_the_metrics(tmp_path):
     assert llama["adoption_s"] == 0.9 and torch["adoption_s"] == 9.6
     assert cap["mu_tok_s"] == {"llama": 88.4, "torch": 41.6}
     assert cap["T_bcast_s"] == {"llama": 0.9, "torch": 9.6}
-    assert cap["supply_tokens"] == round(88.4 * 0.9, 3)  # torch adopts too late to help
+    # S = 2: llama's 0.9 s broadcast is hidden (a whole 1.8 s period); torch's 9.6 s exceeds (S+1)·1.8 s
+    assert cap["supply_tokens"] == round(88.4 * 1.8, 3)
     assert not cap["predicts_no_wait"] and cap["observed_no_wait"]
     assert cap["agrees"] is False and "disagrees" in cap["verdict"]
 
@@ -266,6 +267,13 @@ def test_capacity_rule_waits_when_workers_are_too_slow():
                         kappa=2, worker_tok_s={"a": 100.0, "b": 50.0}, busy_fraction=0.4, mode="async")
     assert out["demand_tokens"] == 2560 and out["supply_tokens"] == 100 * 1.5 + 50 * 2
     assert not out["predicts_no_wait"] and not out["observed_no_wait"] and out["agrees"]
+    # With S = 2 a 1.5 s broadcast is hidden (the old version's chunks stay usable meanwhile);
+    # a 5.5 s one (more than S publication periods of 2 s) still costs 0.5 s of the period.
+    ahead = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={"a": 1.5, "b": 5.5},
+                          kappa=2, worker_tok_s={"a": 100.0, "b": 50.0}, busy_fraction=0.4, mode="async", staleness=2)
+    assert ahead["supply_tokens"] == 100 * 2 + 50 * 0.5 and ahead["S"] == 2
+    assert capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={"a": 1.5}, kappa=2,
+                         worker_tok_s={"a": 100.0}, busy_fraction=0.4, mode="sequential", staleness=2)["S"] == 0
     few = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={}, kappa=1,
                         worker_tok_s={"a": 1e4}, busy_fraction=None, mode="sequential")
     assert few["agrees"] is None and "too few" in few["verdict"] and "sequential" in few["verdict"]

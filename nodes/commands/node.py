@@ -46,6 +46,14 @@ def check_arguments(args) -> None:
         raise CliError(f"--join-patience {args.join_patience:g} must be >= 0 (seconds)")
     if args.workdir and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
         raise CliError(f"--workdir {args.workdir} is a file; give a directory (it is created if missing)")
+    if args.shape_links:
+        from swarm.transport.shaped import LinkModel
+
+        try:
+            LinkModel(Path(args.shape_links))
+        except (OSError, ValueError, KeyError, StopIteration, TypeError) as e:
+            raise CliError(f"--shape-links {args.shape_links}: not a readable links file ({type(e).__name__}: {e}); "
+                           "`swarm simulate` writes these, see swarm/transport/shaped.py") from None
 
 
 def run(args) -> int:
@@ -100,6 +108,7 @@ def run(args) -> int:
         nat_port_map=args.upnp,
         updates_file=updates_path(args.run),
         join_patience_s=args.join_patience,
+        shape_links=Path(args.shape_links) if args.shape_links else None,
     )
     hardware = probe_hardware()
     engine = engine_choice if engine_choice != "auto" else (

@@ -36,16 +36,16 @@ def run(args) -> int:
     label = "compare" if args.compare else loaded[0].settings.name
     out = Path(args.out or Path("runs") / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}")
     if len(runs) == 1:
-        return _run_one(runs[0], out, args.quiet)
+        return _run_one(runs[0], out, args)
     return _run_many(runs, out, args)
 
 
-def _run_one(scenario, out: Path, quiet: bool) -> int:
+def _run_one(scenario, out: Path, args) -> int:
     from scenarios.scenario import ScenarioError
     from scenarios.simulate import Simulation
 
     try:
-        return Simulation(scenario, out, quiet=quiet).run()
+        return Simulation(scenario, out, quiet=args.quiet, emulation=args.emulation).run()
     except ScenarioError as e:
         raise CliError(str(e)) from None
 
@@ -61,7 +61,7 @@ def _run_many(runs: list, out: Path, args) -> int:
 
     def one(scenario, run_dir: Path) -> int:
         console.rule(f"{scenario.settings.name} ({runs.index(scenario) + 1} of {len(runs)})")
-        return _run_one(scenario, run_dir, args.quiet)
+        return _run_one(scenario, run_dir, args)
 
     code, summaries = run_all(runs, out, run_one=one)
     if args.baseline and len(summaries) == 2:

@@ -13,14 +13,19 @@ from pathlib import Path
 
 
 def save_checkpoint(path: Path, tensors: dict, meta: dict) -> None:
-    from safetensors.torch import save_file
+    """Raises OSError (a full disk: ENOSPC) with nothing changed and no partial files left."""
+    from safetensors.torch import save
 
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
-    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:  # serialised here and written by Python: a failed write is an OSError, not a SafetensorError
+        (tmp / "state.safetensors").write_bytes(save({k: v.contiguous() for k, v in tensors.items()}))
+        (tmp / "meta.json").write_text(json.dumps(meta))
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():

@@ -3,6 +3,9 @@
 Accounting invariant: every accepted chunk ends up consumed by exactly one step (named in the
 version record that follows) or dropped with a reason; `accepted == consumed + dropped +
 buffered` at all times, and each accounting line in metrics.jsonl shows it.
+
+A version the full disk will not take waits (`nodes.disk`): nothing half-written is published, the
+publication is retried with a backoff, and chunks are still checked and taken meanwhile.
 """
 from __future__ import annotations
 
@@ -159,7 +162,7 @@ class TrainerWorker:
         if head is not None and ctx.log.checkpoint_size != ctx.log.size:  # servable to witnesses at once
             ctx.log.set_checkpoint(checkpoints.sign(ctx.log, ctx.identity), ctx.log.size)
         if head is None or head.version != self.step:
-            self._publish()
+            self._publish_when_room()
         if self.step not in self.versions:
             self.versions[self.step] = self.policy.adapter_tensors()
         self._advertise()
@@ -311,7 +314,7 @@ class TrainerWorker:
                 return
             wait_s = time.perf_counter() - waited
             self._train(batch, wait_s)
-        if self.step >= self.m.grpo.steps:
+        if self.step >= self.m.grpo.steps and self._version() == self.step:  # not stopped waiting to publish
             self.metrics.write(DoneEvent(steps=self.step, version=self.store.latest().version))
             log.info("finished: %d steps, adapter v%d", self.step, self.store.latest().version)
 
@@ -329,8 +332,10 @@ class TrainerWorker:
             stats = self.policy.train_step(samples, rewards, old)
             self.acct["consumed"] += len(batch)
             self.consumed += [item.attestation for item in batch]
-            if self.step % self.m.sync.publish_every == 0 or self.step >= self.m.grpo.steps:
-                self._publish()
+        publish = self.step % self.m.sync.publish_every == 0 or self.step >= self.m.grpo.steps
+        if publish and not self._publish_when_room():
+            return  # stopped while the disk was full: as if killed before publishing
+        with self.model_lock:
             for v in [v for v in self.versions if v < oldest_usable(self.step, self.m.sync.mode, self.m.sync.staleness)]:
                 del self.versions[v]
         self.training = False
@@ -369,6 +374,21 @@ class TrainerWorker:
             log.warning("not publishing GGUF adapters (llama.cpp nodes will convert): %s", e)
             return b""
 
+    def _publish_when_room(self) -> bool:
+        """Publish version `step`, waiting out a full disk (the lock is free while we wait: chunks
+        are still checked); False if stopped meanwhile."""
+        while not self.stop_event.is_set():
+            try:
+                with self.model_lock:
+                    self._publish()
+            except OSError as e:
+                self.ctx.disk.full("publish", e.filename or self.ctx.workdir, e)  # re-raises anything else
+                self.ctx.disk.wait(self.stop_event)
+                continue
+            self.ctx.disk.ok("publish")
+            return True
+        return False
+
     def _publish(self) -> None:
         """Checkpoint, then write version `step` (PEFT dir + signed record); the caller announces it."""
         from swarm.adapters.delta import pack_delta
@@ -404,8 +424,11 @@ class TrainerWorker:
         self.store.put(record, envelope, config_json, weights, gguf=gguf, delta=delta)
         try:
             self.ctx.log.append(envelope)  # the entry is public once logged: files first, so it is servable
-        except VersionRejected:  # e.g. the owner revoked our key a moment ago: the files vouch for nothing
-            self.store.forget_unlogged(self.ctx.log)
+        except (VersionRejected, OSError):  # e.g. our key revoked a moment ago, or a full disk: the files
+            self.store.forget_unlogged(self.ctx.log)  # vouch for nothing (a full disk: published on retry)
             raise
-        self.ctx.log.set_checkpoint(checkpoints.sign(self.ctx.log, self.ctx.identity), self.ctx.log.size)
+        try:
+            self.ctx.log.set_checkpoint(checkpoints.sign(self.ctx.log, self.ctx.identity), self.ctx.log.size)
+        except OSError as e:  # logged, so published: the note is served from memory (and signed again on restart)
+            self.ctx.disk.skip("provenance/checkpoint.note", e)
         self.consumed = []

@@ -69,12 +69,16 @@ class AdapterStore:
             if not out.exists():
                 tmp = self.root / f".v{record.version}.tmp{os.getpid()}"
                 shutil.rmtree(tmp, ignore_errors=True)
-                for name, data in ((WEIGHTS, weights), (CONFIG, config), (RECORD, envelope), (GGUF, gguf),
-                                   (DELTA, delta)):
-                    if data:
-                        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                        (tmp / name).write_bytes(data)
-                os.rename(tmp, out)
+                try:
+                    for name, data in ((WEIGHTS, weights), (CONFIG, config), (RECORD, envelope), (GGUF, gguf),
+                                       (DELTA, delta)):
+                        if data:
+                            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                            (tmp / name).write_bytes(data)
+                    os.rename(tmp, out)
+                except OSError:  # e.g. a full disk: nothing stored, no half version taking space
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
             self.records[record.version] = record
             for old in sorted(self.records)[: -self.keep]:
                 shutil.rmtree(self.path(old), ignore_errors=True)

@@ -160,10 +160,16 @@ class ProvenanceLog:
             if staged.base != len(self.entries):
                 raise VersionRejected(Reason.INCONSISTENT, "the log grew while a reply was being checked")
             if staged.entries:
-                with open(self.dir / "entries.log", "ab") as f:
-                    f.write(b"".join(len(e).to_bytes(FRAME, "big") + e for e in staged.entries))
-                    f.flush()
-                    os.fsync(f.fileno())
+                with open(self.dir / "entries.log", "ab", buffering=0) as f:  # unbuffered: nothing left to flush
+                    size = f.tell()
+                    try:
+                        data = memoryview(b"".join(len(e).to_bytes(FRAME, "big") + e for e in staged.entries))
+                        while data:
+                            data = data[f.write(data):]
+                        os.fsync(f.fileno())
+                    except OSError:  # e.g. a full disk: cut the torn frame, or the next append would follow it
+                        f.truncate(size)
+                        raise
                 for envelope, record in zip(staged.entries, staged.records):
                     self._add(envelope, record)
             if checkpoint is not None:
@@ -277,5 +283,9 @@ def verify_entry(envelope: bytes, parent: AdapterVersion | None, parent_envelope
 
 def _write_atomic(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except OSError:  # e.g. a full disk: leave no half file taking space
+        tmp.unlink(missing_ok=True)
+        raise
