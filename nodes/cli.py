@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scoring-copy", action="store_true",
                    help="as trainer, keep a second copy of the base to check chunks while training (faster "
                         "intake, twice the memory; default: one copy, used in turn)")
+    s.add_argument("--max-tok-s", type=float, default=0.0, metavar="N",
+                   help="as rollout, generate no faster than N tokens/s: behave like a slower device (0: no cap)")
     s.add_argument("--shape-links", default=None, metavar="FILE",
                    help="emulate network links inside the transport from this links file (what `swarm simulate` "
                         "writes where it cannot shape real packets: no root)")

@@ -40,6 +40,8 @@ class WorkerContext:
     twice the memory); by default one copy serves both, in turn."""
     base_gguf: Path | None = None
     """A rollout samples from this GGUF copy of the base (checked against the manifest's probe)."""
+    max_tok_s: float = 0.0
+    """A rollout generates no faster than this many tokens/s (a slower device; 0: no cap)."""
 
     @property
     def disk(self) -> Disk:

@@ -278,7 +278,11 @@ class RolloutWorker:
         started = time.perf_counter()
         groups = self.engine.generate(prompts, g.group_size, params, seed=(self.seed + self.counter) % 2**31,
                                       chat_template=self.task.chat_template)
+        tokens = sum(len(s.completion_ids) for group in groups for s in group)
         gen_s = time.perf_counter() - started
+        if self.ctx.max_tok_s:  # a slower device: take as long as it would (a stop cuts the wait, not the count)
+            self.stop_event.wait(max(0.0, tokens / self.ctx.max_tok_s - gen_s))
+            gen_s = max(time.perf_counter() - started, tokens / self.ctx.max_tok_s)
         chunk = TrajectoryChunk(
             run_id=m.run.id, chunk_id=new_chunk_id(), producer_key_id=self.ctx.identity.key_id,
             policy_version=version, task=self.task.name,
@@ -286,7 +290,6 @@ class RolloutWorker:
             created_at=time.time(),
             groups=tuple(TrajectoryGroup.from_samples(s) for s in groups),
         )
-        tokens = sum(len(s.completion_ids) for group in groups for s in group)
         envelope = sign_envelope(CHUNK_TYPE, encode_chunk(chunk), [self.ctx.identity])
         return envelope, chunk.num_samples, tokens, gen_s
 

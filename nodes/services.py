@@ -43,7 +43,7 @@ def _transport(node):
 
 class NodeServices:
     def __init__(self, node, engine_kind: str, threads: int | None, scoring_copy: bool = False,
-                 base_gguf: Path | None = None):
+                 base_gguf: Path | None = None, max_tok_s: float = 0.0):
         self.node = node
         self.engine_kind = engine_kind
         workdir, sync = Path(node.options.workdir), node.signed.manifest.sync
@@ -53,7 +53,7 @@ class NodeServices:
             store=AdapterStore(workdir / "adapters", node.signed.digest, keep=versions_kept(sync.mode, sync.staleness)),
             log=ProvenanceLog(workdir / "provenance", node.trust),
             metrics=MetricsLog(workdir / "metrics.jsonl", disk=node.disk), threads=threads, scoring_copy=scoring_copy,
-            base_gguf=base_gguf,
+            base_gguf=base_gguf, max_tok_s=max_tok_s,
         )
         self.worker = None
         self.trainer = None  # the worker, while it is a TrainerWorker

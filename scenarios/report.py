@@ -231,11 +231,21 @@ def chunk_flow(events: dict[str, list[dict]], accounting: dict, spooled: dict, t
     return {"produced": produced, "accepted": accounting.get("accepted") or 0, "rejected": final,
             "spooled_at_end": sum(spooled.values()), "spool_dropped": spool_dropped,
             "buffered_at_killed_trainers": sum(with_trainer.values()), "unaccounted": unaccounted,
-            "lost": abs(unaccounted) + spool_dropped + sum(with_trainer.values()),
+            # without a kill to explain it, any mismatch counts as lost: nothing shows otherwise
+            "lost": (max(0, unaccounted) if killed else abs(unaccounted)) + spool_dropped + sum(with_trainer.values()),
             "killed_by_timeline": killed, "reconciled": unaccounted == 0 or bool(killed),
-            "explanation": ("every chunk accounted for" if unaccounted == 0 else
-                            f"{abs(unaccounted)} chunk(s) in flight when the timeline killed {', '.join(killed)}"
-                            if killed else f"{unaccounted} chunk(s) unaccounted for, and no node was killed: a bug")}
+            "explanation": _flow_explanation(unaccounted, killed)}
+
+
+def _flow_explanation(unaccounted: int, killed: list[str]) -> str:
+    if unaccounted == 0:
+        return "every chunk accounted for"
+    if not killed:
+        return f"{unaccounted} chunk(s) unaccounted for, and no node was killed: a bug"
+    if unaccounted > 0:
+        return f"{unaccounted} chunk(s) lost in flight when the timeline killed {', '.join(killed)}"
+    return (f"{-unaccounted} chunk(s) accepted whose producer was killed ({', '.join(killed)}) before it "
+            "logged them: none lost")
 
 
 def _samples_per_step(grpo: dict | None, steps: list[dict]) -> float | None:

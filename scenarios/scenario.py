@@ -99,6 +99,9 @@ class NodeSpec:
     cpu_cores: float = 0.0
     """Run like slower hardware: a CPU quota of this many cores for the node's processes (cgroups,
     root only; e.g. 0.25 is a quarter of one core). 0: no quota."""
+    max_tok_s: float = 0.0
+    """Run like slower hardware without root: generate no faster than this many tokens/s (a cap
+    in the rollout, `swarm node --max-tok-s`; works anywhere, unlike cpu_cores). 0: no cap."""
     disk_mb: float = 0.0
     """Put the node's workdir on a small filesystem of its own, this many MB (tmpfs, root only), so
     the timeline can fill it (`fill_disk`) and free it (`free_disk`). 0: the run's disk."""
@@ -204,7 +207,7 @@ class Scenario:
     def colocated(self) -> Scenario:
         """The co-located baseline: the same nodes and settings on 127.0.0.1, with no emulated
         links, no device limits and no timeline (what the network and churn cost is measured against)."""
-        nodes = tuple(dataclasses.replace(n, region="", up_mbit=0.0, down_mbit=0.0, cpu_cores=0.0,
+        nodes = tuple(dataclasses.replace(n, region="", up_mbit=0.0, down_mbit=0.0, cpu_cores=0.0, max_tok_s=0.0,
                                           disk_mb=0.0) for n in self.nodes)
         settings = dataclasses.replace(self.settings, name=f"{self.settings.name}-colocated")
         return dataclasses.replace(self, settings=settings, nodes=nodes, regions=(), links=(), events=(), variants=())
@@ -385,6 +388,8 @@ def _network_problems(sc: Scenario) -> list[str]:
             problems.append(f"{sc.entry(i)}.up_mbit and down_mbit must be >= 0 (0: unlimited)")
         if not 0 <= n.cpu_cores <= 1024:
             problems.append(f"{sc.entry(i)}.cpu_cores must be in [0, 1024] (0: no quota)")
+        if n.max_tok_s < 0:
+            problems.append(f"{sc.entry(i)}.max_tok_s must be >= 0 (0: no cap)")
         if not (n.disk_mb == 0 or 16 <= n.disk_mb <= 65536):
             problems.append(f"{sc.entry(i)}.disk_mb must be 0 (the run's disk) or in [16, 65536]")
     pairs = []

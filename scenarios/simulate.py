@@ -80,6 +80,7 @@ class Simulation:
         return [*(self.network.node_args(spec.name) if self.network else []), "--run", str(run), "--key", str(self.out / "keys" / f"{spec.name}.key"), "--role", spec.role,
                 "--engine", spec.engine, "--threads", str(spec.threads),
                 *(["--scoring-copy"] if spec.scoring_copy else []),
+                *(["--max-tok-s", f"{spec.max_tok_s:g}"] if spec.max_tok_s else []),
                 *(["--initial-peers", *peers] if peers else [])]
 
     def run(self) -> int:
@@ -100,11 +101,7 @@ class Simulation:
         finally:
             self.wall_s = time.monotonic() - self.started
             codes = self.stop_all()
-            self.devices = {name: {"profile": q.description, "throttled_periods": q.throttled_periods()}
-                            for name, q in self.quotas.items()}
-            for name, disk in self.disks.items():
-                self.devices.setdefault(name, {"profile": ""})["profile"] += (
-                    "; " if self.devices[name]["profile"] else "") + disk.description
+            self.devices = self.device_profiles()
             for quota in self.quotas.values():
                 quota.remove()
             self.disks_down()
@@ -167,6 +164,18 @@ class Simulation:
         self.run_file, self.bootstrap = run, maddr
         return self.watch(deadline)
 
+    def device_profiles(self) -> dict:
+        """node -> how it was made to behave like other hardware (the report's "device" column)."""
+        profiles = {}
+        for n in self.scenario.nodes:
+            quota, disk = self.quotas.get(n.name), self.disks.get(n.name)
+            parts = [quota.description if quota else "", f"at most {n.max_tok_s:g} tokens/s (cap)" if n.max_tok_s else "",
+                     disk.description if disk else ""]
+            if any(parts):
+                profiles[n.name] = {"profile": "; ".join(filter(None, parts)),
+                                    **({"throttled_periods": quota.throttled_periods()} if quota else {})}
+        return profiles
+
     def disks_up(self) -> None:
         small = [n for n in self.scenario.nodes if n.disk_mb]
         if not small:
@@ -204,7 +213,8 @@ class Simulation:
 
         why = cpu_quota.unavailable()
         if why:
-            raise ScenarioError(f"{self.scenario.source}: this scenario gives nodes a CPU quota, but {why}")
+            raise ScenarioError(f"{self.scenario.source}: this scenario gives nodes a CPU quota (cpu_cores), but {why}; "
+                                "max_tok_s (a tokens/s cap) makes a node slower without root")
         cpu_quota.remove_leftovers()
         self.quotas = {n.name: cpu_quota.CpuQuota("sim", n.name, n.cpu_cores) for n in slow}
 

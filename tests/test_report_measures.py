@@ -56,6 +56,12 @@ def test_chunks_missing_without_a_kill_do_not_reconcile_and_a_kill_explains_them
     assert flow["reconciled"] and flow["buffered_at_killed_trainers"] == 2 and flow["lost"] == 3
     assert "killed old" in flow["explanation"]
 
+    # a rollout killed after its chunk was accepted but before it logged making it: nothing lost
+    timeline = [{"t": 20.0, "at_s": 20, "action": "kill", "target": "roll"}]
+    flow = _flow({"trainer": [_accounting(4, 4, 0)], "roll": [_chunk(T0 + i) for i in range(3)]}, timeline=timeline)
+    assert flow["unaccounted"] == -1 and flow["lost"] == 0 and flow["reconciled"]
+    assert flow["explanation"] == "1 chunk(s) accepted whose producer was killed (roll) before it logged them: none lost"
+
 
 def test_tokens_per_second_and_dissemination_over_time():
     trainer = [{"t": T0 + 10 * v, "kind": "step", "step": v, "version": v, "reward_mean": 0.5, "samples": 8,

@@ -40,6 +40,7 @@ engine = "llamacpp"
 region = "asia"
 up_mbit = 20
 down_mbit = 40
+max_tok_s = 150
 
 [[event]]
 at_s = 3
@@ -66,5 +67,8 @@ def test_links_emulated_inside_the_transport_run_and_are_reported(tmp_path):
     assert all(b["within_15pct"] for b in network["bandwidth"]) and len(network["bandwidth"]) == 2
     assert summary["steps_done"] == 5 and [e["action"] for e in summary["timeline"]] == ["partition", "heal"]
     assert summary["chunk_flow"]["reconciled"], summary["chunk_flow"]
+    # a slower device without root: the rollout generates no faster than its cap
+    assert summary["devices"]["rollout"]["profile"] == "at most 150 tokens/s (cap)"
+    assert 0 < summary["nodes"]["rollout"]["tokens_per_s"] <= 150
     links = json.loads((tmp_path / "out" / "network" / "links-rollout.json").read_text())
     assert links["self"] == "rollout" and links["cut"] == []  # healed

@@ -42,6 +42,8 @@ def check_arguments(args) -> None:
                 raise CliError(f"{flag} {addr!r} is not a multiaddr; write e.g. /ip4/203.0.113.7/tcp/31337"
                                + ("/p2p/<peer id> (printed by the node you join)" if flag == "--initial-peers"
                                   else "")) from None
+    if args.max_tok_s < 0:
+        raise CliError(f"--max-tok-s {args.max_tok_s:g} must be >= 0 (tokens/s; 0: no cap)")
     if args.join_patience < 0:
         raise CliError(f"--join-patience {args.join_patience:g} must be >= 0 (seconds)")
     if args.workdir and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
@@ -120,7 +122,8 @@ def run(args) -> int:
         from nodes.services import NodeServices
 
         runtime = NodeServices(node, engine, args.threads, scoring_copy=args.scoring_copy,
-                               base_gguf=Path(args.base_gguf) if args.base_gguf else None)
+                               base_gguf=Path(args.base_gguf) if args.base_gguf else None,
+                               max_tok_s=args.max_tok_s)
         print(f"node {node.peer_id} key {identity.key_id[:16]} run {manifest.run.id} ({signed.digest[:12]})",
               flush=True)
         for maddr in node.maddrs:
