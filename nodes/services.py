@@ -140,6 +140,9 @@ class NodeServices:
     def _on_cosignature(self, remote: str, request: bytes) -> bytes:
         """A witness countersigned our checkpoint: keep the cosignature with it (audits count them)."""
         members = self.node.members()
+        if not any(r.peer_id == remote for r in self.node.view.records):  # e.g. we just restarted
+            log.debug("cosignature from %s: not a live member (yet): its record is not in our view", remote[-8:])
+            return Verdict(ok=False, need=0, version=-1, reason=Reason.UNKNOWN_SENDER.value).encode()
         try:
             accept_cosignature(self.context.log, request, members)
         except OSError as e:  # a full disk: kept in memory (served with the log), written with the next checkpoint

@@ -16,6 +16,7 @@ import pytest
 from conftest import node_events, start_authorised_trainer, wait_for
 from swarm_client import ClaimsToTrain, SwarmClient, counting
 
+from nodes.node import Node
 from scenarios.processes import NodeProcess
 
 pytestmark = pytest.mark.slow
@@ -38,9 +39,11 @@ def swarm(tmp_path_factory, launched):
     launched.append(rollout)
     clients: list[SwarmClient] = []
 
-    def join(name: str, **kwargs) -> SwarmClient:
+    def join(name: str, listed: bool = True, **kwargs) -> SwarmClient:
         client = SwarmClient(run, tmp / name, [maddr], **kwargs).start()
         clients.append(client)
+        if not listed:  # it publishes no record: nobody will see it
+            return client
         wait_for(lambda: client.node.peer_id in peer_ids(trainer), 30, f"the trainer to see {name}", [trainer])
         wait_for(lambda: client.trainer() is not None, 30, f"{name} to see the trainer", [trainer])
         return client
@@ -272,3 +275,42 @@ def test_floods_from_many_keys_do_not_starve_the_honest_rollout(swarm):
     assert rejected.get("dishonest", 0) > rejected_before.get("dishonest", 0)
     assert door(trainer)["refused"].get("rate_limited", 0) > 0, (sent, door(trainer))
     assert trainer.alive() and rollout.alive()
+
+
+class Unlisted(Node):
+    """On the DHT and able to open streams, but it never publishes a record: nobody's member."""
+
+    def tick(self) -> None:
+        pass
+
+
+def test_cosignatures_from_a_stranger_or_under_another_key_are_refused(swarm):
+    """The trainer keeps only cosignatures of live members, each under the member's own key: a
+    node without a record is an unknown sender (not 'bad_signature': a restarted trainer meets
+    honest witnesses it has not seen yet), and a member handing in a stranger's line is refused."""
+    from crypto.identity import Identity
+    from swarm.messages import Verdict, decode
+    from swarm.provenance.checkpoints import CosignRequest, cosign
+
+    trainer, rollout, join = swarm
+    trainer_peer = trainer.status()["peer_id"]
+    note_path = trainer.workdir / "provenance" / "checkpoint.note"
+
+    def ask(client: SwarmClient, signer: Identity) -> str | None:
+        """The trainer's verdict on `signer`'s cosignature of its newest checkpoint, sent by `client`
+        (asked again if a new checkpoint came out meanwhile: that one is merely stale)."""
+        for _ in range(10):
+            note = note_path.read_bytes()
+            request = CosignRequest(note=note.decode(), cosignature=cosign(note, signer, int(time.time())).decode())
+            reply = client.transport.request(trainer_peer, client.protocol("cosign"), request.encode(),
+                                             max_response=Verdict.MAX_BYTES, timeout=30)
+            reason = decode(Verdict, reply).reason
+            if reason != "stale":
+                return reason
+        return reason
+
+    stranger = join("stranger", listed=False, node_cls=Unlisted, engine=False)
+    assert ask(stranger, stranger.identity) == "unknown_sender"
+    member = join("witness-liar", engine=False)
+    assert ask(member, Identity.generate()) == "bad_signature"  # a line under a key that is not the sender's
+    honest_progress(trainer, rollout, 2, "after refused cosignatures")

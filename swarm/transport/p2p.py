@@ -139,6 +139,9 @@ class P2PTransport(Transport):
                 await asyncio.wait_for(reader.read(1), LINGER_S)
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError) as e:
             log.info("%s from %s broke off: %r", name, remote[-8:], e)
+        except asyncio.CancelledError:  # the transport is closing: end quietly (p2pd's stream callback
+            # calls task.exception(), which raises on a cancelled task and logs a traceback)
+            log.debug("%s from %s cancelled: closing", name, remote[-8:])
         except Exception:  # a handler bug must not kill the server
             log.exception("%s handler failed on a request from %s", name, remote[-8:])
         finally:
