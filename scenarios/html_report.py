@@ -79,8 +79,9 @@ def render(summary: dict) -> str:
                             [[escape(k), fmt(v / 1e6, "{:.2f}")] for k, v in network["link_bytes"].items()]))
 
     timeline = s.get("timeline") or []
-    parts.append("<h2>Timeline</h2>" + (html_table(["at (s)", "planned (s)", "action", "target"],
-                                               [[fmt(e["t"], "{:.1f}"), fmt(e["at_s"], "{:.0f}"),
+    parts.append("<h2>Timeline</h2>" + (html_table(["at (s)", "planned", "action", "target"],
+                                               [[fmt(e["t"], "{:.1f}"),
+                                                 f"step {e['at_step']}" if e.get("at_step") else fmt(e["at_s"], "{:.0f}"),
                                                  escape(e["action"]), escape(e["target"])] for e in timeline])
                                         if timeline else "<p>No timeline events.</p>"))
 

@@ -132,15 +132,19 @@ class Link:
 
 @dataclass(frozen=True)
 class Event:
-    """One `[[event]]` of the timeline, `at_s` seconds after the nodes are launched."""
+    """One `[[event]]` of the timeline: `at_s` seconds after the nodes are launched, or once the
+    trainer has done `at_step` steps (one of the two)."""
 
-    at_s: float
     action: str
     """"kill" (SIGKILL `node`), "restart" (start `node` again: same key and workdir), "freeze" /
     "thaw" (SIGSTOP / SIGCONT `node` and everything it started: a laptop lid closed), "fill_disk" /
     "free_disk" (fill `node`'s small disk to the last few KiB / give the space back), "partition" /
     "heal" (cut / restore the two `regions`), "link" (set the two `regions`' link to delay_ms,
     jitter_ms, loss)."""
+    at_s: float = -1.0
+    """Seconds after the nodes are launched (-1: not set)."""
+    at_step: int = 0
+    """Or: once the trainer has done this many steps, whatever the clock says (0: not set)."""
     node: str = ""
     regions: tuple = ()
     delay_ms: float = 0.0
@@ -266,7 +270,7 @@ def parse_scenario(raw: dict[str, Any], source: str = "<scenario>") -> Scenario:
         return tuple(_typed(cls, item, f"{table}[{i}]", fail) for i, item in enumerate(items))
 
     scenario = Scenario(settings, nodes, source, regions=entries("region", Region), links=entries("link", Link),
-                        events=tuple(sorted(entries("event", Event), key=lambda e: e.at_s)),
+                        events=tuple(sorted(entries("event", Event), key=lambda e: (e.at_step, e.at_s))),
                         assertions=entries("assert", Assertion), variants=entries("variant", Variant),
                         entries=node_entries)
     for message in _problems(scenario):
@@ -402,8 +406,8 @@ def _network_problems(sc: Scenario) -> list[str]:
         where = f"event[{i}]"
         if e.action not in ACTIONS:
             problems.append(f"{where}.action must be one of {', '.join(ACTIONS)}, not {e.action!r}")
-        if e.at_s < 0:
-            problems.append(f"{where}.at_s must be >= 0")
+        if (e.at_s >= 0) == (e.at_step > 0):
+            problems.append(f"{where} needs at_s (seconds after launch, >= 0) or at_step (>= 1), one of the two")
         if e.action in NODE_ACTIONS and e.node not in nodes:
             problems.append(f"{where}.node must name a [[node]] for {e.action}, not {e.node!r}")
         elif e.action in ("fill_disk", "free_disk") and not next(n for n in sc.nodes if n.name == e.node).disk_mb:

@@ -219,9 +219,12 @@ class Simulation:
         self.quotas = {n.name: cpu_quota.CpuQuota("sim", n.name, n.cpu_cores) for n in slow}
 
     def fire_due_events(self) -> None:
-        """Apply the timeline's events whose time has come (seconds since the nodes launched)."""
-        while self.pending and self.pending[0].at_s <= time.monotonic() - self.started:
-            event = self.pending.pop(0)
+        """Apply the timeline's events whose time (seconds since the nodes launched) or trainer
+        step has come, in file order among those due."""
+        elapsed, steps = time.monotonic() - self.started, self.steps_done()
+        due = [e for e in self.pending if (e.at_step and steps >= e.at_step) or (not e.at_step and elapsed >= e.at_s)]
+        for event in due:
+            self.pending.remove(event)
             current = {n.name: n for n in self.nodes}
             if event.action == "kill":
                 current[event.node].kill_hard()
@@ -242,7 +245,7 @@ class Simulation:
                 self.network.apply(event)
             what = event.node or "-".join(event.regions)
             self.timeline.append({"t": round(time.monotonic() - self.started, 1), "at_s": event.at_s,
-                                  "action": event.action, "target": what})
+                                  "at_step": event.at_step, "action": event.action, "target": what})
             self.say(f"[{time.monotonic() - self.started:5.0f}s] timeline: {event.action} {what}")
 
     def spawn(self, spec, run: Path, peers: list[str]) -> NodeProcess:
@@ -265,13 +268,13 @@ class Simulation:
     def _watch(self, deadline: float, refresh) -> str:
         last_line, last_steps, last_sample = 0.0, -1, time.monotonic()
         while True:
-            self.fire_due_events()
             if self.network is not None and time.monotonic() - last_sample >= BYTES_EVERY_S:
                 last_sample = time.monotonic()
                 self.network.sample_bytes(last_sample - self.started)
             current = {n.name: n for n in self.nodes}
             dead = [n for name, n in current.items() if not n.alive() and name not in self.killed]
             self.poll()  # after the liveness check: a trainer that logs `done` and exits is not a failure
+            self.fire_due_events()  # after the poll: an event at the last step still fires
             if any(e["kind"] == "done" for evs in self.events.values() for e in evs):
                 self.wait_for_witnesses(min(deadline, time.monotonic() + WITNESS_WAIT_S))
                 refresh()

@@ -421,6 +421,13 @@ def test_a_failed_assertion_fails_the_run_and_says_which(simulate):
     assert [a["passed"] for a in summary["assertions"]] == [True, False]
 
 
+def test_an_event_tied_to_a_step_fires_once_the_trainer_got_there(simulate):
+    events = [{"at_step": 2, "action": "kill", "node": "roll"}]
+    code, _, summary, sim = simulate([*TRAINER_AND, {"name": "roll", "role": "rollout"}], event=events)
+    assert code == 0 and [(e["action"], e["target"], e["at_step"]) for e in summary["timeline"]] == [("kill", "roll", 2)]
+    assert not sim.nodes[1].alive() and summary["outcome"] == "done"  # killed by the timeline: not a failure
+
+
 def test_a_trainer_that_exits_right_after_done_is_a_success(simulate):
     code, _, summary, _ = simulate([{"name": "quitter", "role": "trainer"}, {"name": "r", "role": "rollout"}])
     assert code == 0 and summary["outcome"] == "done"
@@ -457,7 +464,10 @@ GEO = {"region": [{"name": "eu"}, {"name": "asia"}]}
     ({**GEO, "event": [{"at_s": 5, "action": "explode"}]}, "event[0].action must be one of kill, restart, freeze"),
     ({**GEO, "event": [{"at_s": 5, "action": "kill", "node": "nobody"}]}, "event[0].node must name a [[node]]"),
     ({**GEO, "event": [{"at_s": 5, "action": "partition", "regions": ["eu"]}]}, "event[0].regions must name two"),
-    ({**GEO, "event": [{"action": "heal", "regions": ["eu", "asia"]}]}, "event[0].at_s is required"),
+    ({**GEO, "event": [{"action": "heal", "regions": ["eu", "asia"]}]},
+     "event[0] needs at_s (seconds after launch, >= 0) or at_step (>= 1), one of the two"),
+    ({**GEO, "event": [{"at_s": 3, "at_step": 2, "action": "heal", "regions": ["eu", "asia"]}]},
+     "event[0] needs at_s (seconds after launch, >= 0) or at_step (>= 1), one of the two"),
     ({"region": [{"name": "eu"}, {"name": "eu"}]}, "region 'eu' is declared more than once"),
 ])
 def test_network_mistakes_name_the_field(tables, message):

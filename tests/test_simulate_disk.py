@@ -32,11 +32,11 @@ engine = "llamacpp"
 disk_mb = 64
 
 [[event]]
-at_s = 6
+at_step = 2
 action = "fill_disk"
 node = "rollout"
 [[event]]
-at_s = 16
+at_step = 4
 action = "free_disk"
 node = "rollout"
 """

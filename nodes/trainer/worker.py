@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from nodes.context import WorkerContext
+from nodes.disk import is_full
 from nodes.metrics import AccountingEvent, DoneEvent, StepEvent
 from nodes.trainer.checkpoint import load_checkpoint, save_checkpoint
 from nodes.trainer.intake import (
@@ -370,6 +371,8 @@ class TrainerWorker:
         try:
             return lora_gguf_bytes(config_json, weights, self.base_dir)
         except (EngineError, KeyError, ValueError, OSError) as e:
+            if is_full(e):
+                raise  # no room for the converter's files: publishing waits for space, GGUF included
             self.gguf_unsupported = True
             log.warning("not publishing GGUF adapters (llama.cpp nodes will convert): %s", e)
             return b""
