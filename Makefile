@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/swarm simulate
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The inner loop: everything but the tests marked slow (real node processes, long runs).
 test-fast: $(STAMP)
