@@ -34,7 +34,8 @@ def add_baseline(run_dir: Path, baseline: dict) -> dict:
     summary = json.loads(path.read_text())
     at = dict(zip(baseline["reward_steps"], baseline["reward_per_step"]))
     ours = [(s, r) for s, r in zip(summary["reward_steps"], summary["reward_per_step"]) if s in at][-10:]
-    ratio = fmean(r for _, r in ours) / fmean(at[s] for s, _ in ours) if ours and fmean(at[s] for s, _ in ours) else None
+    theirs = fmean(at[s] for s, _ in ours) if ours else 0.0
+    ratio = fmean(r for _, r in ours) / theirs if theirs else None
     summary["baseline"] = {k: baseline[k] for k in ("scenario", "reward_steps", "reward_per_step", "reward_wall_s",
                                                      "reward_last10_mean", "wall_s")}
     summary["baseline"]["reward_ratio_last10"] = None if ratio is None else round(ratio, 4)

@@ -220,8 +220,8 @@ def chunk_flow(events: dict[str, list[dict]], accounting: dict, spooled: dict, t
     produced = sum(e["kind"] == "chunk" for evs in events.values() for e in evs)
     if not produced:
         return {"produced": None}
-    final = {k: v for k, v in (accounting.get("rejected") or {}).items()
-             if k not in {r.value for r in RETRY_LATER} | {Reason.REPLAY.value}}
+    not_outcomes = {r.value for r in RETRY_LATER} | {Reason.REPLAY.value}
+    final = {k: v for k, v in (accounting.get("rejected") or {}).items() if k not in not_outcomes}
     spool_dropped = sum(int(e.get("spool_dropped", 0)) for evs in events.values() for e in evs if e["kind"] == "chunk")
     killed = sorted({e["target"] for e in timeline if e["action"] == "kill"})
     with_trainer = {n: acc[-1]["buffered"] for n in killed

@@ -176,16 +176,21 @@ class Simulation:
                                     **({"throttled_periods": quota.throttled_periods()} if quota else {})}
         return profiles
 
+    def _usable(self, device, what: str, hint: str = "") -> list[str]:
+        """Check a device-limit module (cpu_quota, disk) can work here, and remove what dead runs
+        left of it (returned); a ScenarioError naming the reason otherwise."""
+        why = device.unavailable()
+        if why:
+            raise ScenarioError(f"{self.scenario.source}: this scenario gives nodes {what}, but {why}{hint}")
+        return device.remove_leftovers()
+
     def disks_up(self) -> None:
         small = [n for n in self.scenario.nodes if n.disk_mb]
         if not small:
             return
         from scenarios import disk
 
-        why = disk.unavailable()
-        if why:
-            raise ScenarioError(f"{self.scenario.source}: this scenario gives nodes a small disk, but {why}")
-        removed = disk.remove_leftovers()
+        removed = self._usable(disk, "a small disk (disk_mb)")
         if removed:
             self.say(f"unmounted {len(removed)} small disk(s) a dead run left behind")
         for n in small:
@@ -211,11 +216,7 @@ class Simulation:
             return
         from scenarios import cpu_quota
 
-        why = cpu_quota.unavailable()
-        if why:
-            raise ScenarioError(f"{self.scenario.source}: this scenario gives nodes a CPU quota (cpu_cores), but {why}; "
-                                "max_tok_s (a tokens/s cap) makes a node slower without root")
-        cpu_quota.remove_leftovers()
+        self._usable(cpu_quota, "a CPU quota (cpu_cores)", "; max_tok_s (a tokens/s cap) makes a node slower without root")
         self.quotas = {n.name: cpu_quota.CpuQuota("sim", n.name, n.cpu_cores) for n in slow}
 
     def fire_due_events(self) -> None:
