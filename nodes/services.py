@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from nodes.context import WorkerContext
+from nodes.disk import is_full
 from nodes.metrics import MetricsLog, RoleEvent
 from swarm.adapters.store import AdapterStore
 from swarm.chunk import ChunkLimits
@@ -59,6 +60,7 @@ class NodeServices:
         self.trainer = None  # the worker, while it is a TrainerWorker
         self.standing = PeerStanding()  # who sent us good or bad chunks: served in that order
         self._switch = threading.Lock()
+        self._closing = threading.Event()
         transport, grpo = self.context.transport, node.signed.manifest.grpo
         transport.serve(self.context.protocol("chunks"), self._on_chunk,
                         max_request=ChunkLimits.for_run(grpo, vocab_size=1).sealed_bytes,
@@ -162,14 +164,35 @@ class NodeServices:
                 self.worker = self.trainer = None
             self.context.metrics.write(RoleEvent(role=new))
             try:
-                worker = self._start_worker(new)
+                worker = self._start_worker_when_space(new)
             except Exception as e:  # any load failure: reported, never a silent zombie
                 log.debug("starting the %s role failed", new, exc_info=True)
                 self.node.role_failed(new, start_failure(e))
                 return
+            if worker is None:  # the role moved on (or we close) while the disk was full
+                return
             self.worker = worker
             self.trainer = worker if new == "trainer" else None
             self.node.state = "ready"
+
+    def _start_worker_when_space(self, role: str):
+        """The role's worker, started once the disk has room for what it writes first (a trainer
+        taking over writes its checkpoint and the next version): paused meanwhile, like a running
+        worker; None when the role is no longer ours by then."""
+        disk, what = self.node.disk, f"starting the {role} role"
+        try:
+            while True:
+                try:
+                    return self._start_worker(role)
+                except OSError as e:
+                    if not is_full(e):
+                        raise
+                    disk.full(what, e.filename or self.context.workdir, e)
+                    disk.wait(self._closing)
+                    if self._closing.is_set() or self.node.role != role:
+                        return None
+        finally:
+            disk.ok(what)
 
     def _start_worker(self, role: str):
         if role == "trainer":
@@ -184,6 +207,7 @@ class NodeServices:
         return worker
 
     def close(self) -> None:
+        self._closing.set()
         if self.worker is not None:
             self.worker.stop()
         self.context.transport.close()

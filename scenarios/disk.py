@@ -55,12 +55,23 @@ class SmallDisk:
         return f"disk {self.size_mb:g} MB (tmpfs)"
 
     @property
+    def console(self) -> Path:
+        """Beside the disk, for the node's stdout and stderr: a full disk must not silence the
+        terminal the launcher reads (the join line, a fatal error)."""
+        return self.path.with_name(f".{self.path.name}.console")
+
+    @property
     def mounted(self) -> bool:
         return any(source == self.source and point == self.path.resolve() for source, point in _our_mounts())
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.path)
         return st.f_bavail * st.f_frsize
+
+    @property
+    def full(self) -> bool:
+        """Too full for the node to write its status (what `fill` leaves, or less)."""
+        return self.free_bytes() <= 4 * LEAVE_BYTES
 
     def fill(self) -> None:
         """Take all but the last few KiB (the ballast grows if the node freed some meanwhile)."""

@@ -12,7 +12,33 @@ from scenarios.scenario import Event, Scenario
 
 NODE_PORT = 4100
 MEASURE_PORT = 5001
-EMULATION = "network namespaces: tbf bandwidth, receive-side NFQUEUE delay/jitter/loss, iptables partitions"
+EMULATION = {
+    "netem": "network namespaces: receive-side kernel netem delay/jitter/loss under an htb (downlink) and tbf "
+             "(uplink) bandwidth, iptables partitions",
+    "nfqueue": "network namespaces: tbf bandwidth, receive-side NFQUEUE delay/jitter/loss (this kernel has no "
+               "netem), iptables partitions",
+}
+
+
+def traffic(scenario: Scenario, byte_samples: list[tuple[float, dict]]) -> dict:
+    """Bytes per link (region to region, summed over the receiving hosts) and per receiving node,
+    in total and over time; `byte_samples`: (t, {(source region, receiving node): bytes so far})."""
+    region = {n.name: n.region for n in scenario.nodes}
+
+    def per_link(counts: dict) -> dict:
+        out: dict[str, int] = {}
+        for (src, host), n in counts.items():
+            key = f"{src}->{region[host]}"
+            out[key] = out.get(key, 0) + n
+        return out
+
+    last = byte_samples[-1][1] if byte_samples else {}
+    per_node: dict[str, dict] = {}
+    for (src, host), n in last.items():
+        per_node.setdefault(host, {})[src] = n
+    return {"link_bytes": {k: v for k, v in sorted(per_link(last).items()) if v},
+            "node_received_bytes": per_node,
+            "link_bytes_over_time": [[t, per_link(c)] for t, c in byte_samples]}
 
 
 def links_of(scenario: Scenario) -> dict[tuple[str, str], LinkSpec]:
@@ -142,25 +168,8 @@ class ScenarioNetwork:
         self.byte_samples.append((round(t, 1), {k: v - self.before_nodes.get(k, 0) for k, v in counts.items()}))
 
     def traffic(self) -> dict:
-        """Bytes per link (region to region, summed over the receiving hosts) and per receiving
-        node, in total and over time (cumulative, at each sample)."""
-        region = {n.name: n.region for n in self.scenario.nodes}
-
-        def per_link(counts: dict) -> dict:
-            out: dict[str, int] = {}
-            for (src, host), n in counts.items():
-                key = f"{src}->{region[host]}"
-                out[key] = out.get(key, 0) + n
-            return out
-
-        last = self.byte_samples[-1][1] if self.byte_samples else {}
-        per_node: dict[str, dict] = {}
-        for (src, host), n in last.items():
-            per_node.setdefault(host, {})[src] = n
-        return {"link_bytes": {k: v for k, v in sorted(per_link(last).items()) if v},
-                "node_received_bytes": per_node,
-                "link_bytes_over_time": [[t, per_link(c)] for t, c in self.byte_samples]}
+        return traffic(self.scenario, self.byte_samples)
 
     def summary(self) -> dict:
-        return {"emulation": EMULATION, "links": self.measured, "bandwidth": self.bandwidth,
+        return {"emulation": EMULATION[self.topology.delay_by], "links": self.measured, "bandwidth": self.bandwidth,
                 "emulator_cpu_s": self.topology.emulator_cpu_s(), **self.traffic()}

@@ -31,11 +31,16 @@ class NodeProcess:
     maddr: str | None = None
     wrap: list = field(default_factory=list)
     """A command prefix the node runs under, e.g. `ip netns exec NS` (an emulated host)."""
+    console: Path | None = None
+    """Where the node's stdout and stderr are captured (node.out, stderr.log): its workdir unless
+    set; a node whose workdir can fill up keeps its terminal elsewhere, as on a real machine."""
 
     def start(self) -> NodeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.stdout_path = self.workdir / "node.out"
-        self.stderr_path = self.workdir / "stderr.log"  # the node writes node.log itself
+        console = self.console or self.workdir
+        console.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = console / "node.out"
+        self.stderr_path = console / "stderr.log"  # the node writes node.log itself
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "ECHO_SWARM_EXIT_WITH_LAUNCHER": "1", **self.env}
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(

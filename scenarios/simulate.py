@@ -132,7 +132,7 @@ class Simulation:
             self.say(f"links emulated inside the transport: {why}")
             peer_ids = {n.name: Identity.load(self.out / "keys" / f"{n.name}.key").peer_id
                         for n in self.scenario.nodes}
-            self.network = TransportLinks(self.scenario, self.out / "network", peer_ids, why)
+            self.network = TransportLinks(self.scenario, self.out / "network", peer_ids, why, self.out / "nodes")
         else:
             self.network = ScenarioNetwork(self.scenario, self.out / "network")
         removed = self.network.up()
@@ -205,9 +205,10 @@ class Simulation:
             small.free()
             shutil.copytree(workdir, kept, symlinks=True)
             small.remove()
-            for item in kept.iterdir():
+            for item in [*kept.iterdir(), *small.console.glob("*")]:
                 item.rename(workdir / item.name)
             kept.rmdir()
+            small.console.rmdir()
         self.disks.clear()
 
     def quotas_up(self) -> None:
@@ -250,8 +251,10 @@ class Simulation:
             self.say(f"[{time.monotonic() - self.started:5.0f}s] timeline: {event.action} {what}")
 
     def spawn(self, spec, run: Path, peers: list[str]) -> NodeProcess:
-        wrap = {"wrap": self.network.wrap(spec.name)} if self.network else {}
-        node = self.node_cls(spec.name, self.out / "nodes" / spec.name, self.node_args(spec, run, peers), **wrap)
+        extra = {"wrap": self.network.wrap(spec.name)} if self.network else {}
+        if spec.name in self.disks:  # its terminal is not on the disk that fills up
+            extra["console"] = self.disks[spec.name].console
+        node = self.node_cls(spec.name, self.out / "nodes" / spec.name, self.node_args(spec, run, peers), **extra)
         self.nodes.append(node)
         node.start()
         if spec.name in self.quotas:
@@ -400,7 +403,8 @@ class Simulation:
         elif status is None:
             state = "starting"
         elif now - status.get("updated_at", now) > 3 * self.scenario.settings.announce_period_s + 2:
-            state = "stale"
+            small = self.disks.get(spec.name)  # a node paused on a full disk cannot write its status
+            state = "disk full (no status)" if small is not None and small.full else "stale"
         else:
             state = str(status.get("state", "?"))
         version = max([(status or {}).get("adapter_version", -1)] + [e["version"] for e in steps[-1:]])

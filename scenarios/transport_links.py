@@ -9,11 +9,12 @@ configured, not what a kernel would do; the report says so.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from statistics import median
 
-from scenarios.network import bandwidth_check, bandwidth_probes, probe_pairs, rtt_check
+from scenarios.network import bandwidth_check, bandwidth_probes, probe_pairs, rtt_check, traffic
 from scenarios.scenario import Event, Scenario
 from swarm.transport import MemoryHub, make_transport
 from swarm.transport.shaped import ShapedTransport, links_file
@@ -25,8 +26,13 @@ PROBE = "probe"
 
 
 class TransportLinks:
-    def __init__(self, scenario: Scenario, workdir: Path, peer_ids: dict[str, str], why: str):
+    def __init__(self, scenario: Scenario, workdir: Path, peer_ids: dict[str, str], why: str, nodes_dir: Path):
         self.scenario, self.workdir, self.why = scenario, Path(workdir), why
+        self.nodes_dir = Path(nodes_dir)  # each node's workdir, NAME/status.json
+        self.regions = {n.name: n.region for n in scenario.nodes}
+        self.byte_samples: list[tuple[float, dict]] = []
+        self._last: dict[tuple[str, str, str], int] = {}  # (reporting node, region, receiver) -> its count
+        self._base: dict[tuple[str, str, str], int] = {}  # the same, counted before the node restarted
         self.peer_ids = peer_ids  # node name -> libp2p peer id (from its key)
         self.links = {}
         for link in scenario.links:
@@ -121,8 +127,28 @@ class TransportLinks:
         pass
 
     def sample_bytes(self, t: float) -> None:
-        pass  # the nodes' requests are not counted per link here
+        """Bytes per (source region, receiving node) so far: what every node's transport shaped,
+        read from its status.json (a restarted node counts from zero again: its earlier bytes are
+        kept)."""
+        for n in self.scenario.nodes:
+            try:
+                counts = json.loads((self.nodes_dir / n.name / "status.json").read_text())["door"]["link_bytes"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            for key, count in counts.items() if isinstance(counts, dict) else ():
+                src, _, host = str(key).partition(">")
+                seen = (n.name, src, host)
+                if isinstance(count, int) and host in self.regions:
+                    if count < self._last.get(seen, 0):
+                        self._base[seen] = self._base.get(seen, 0) + self._last[seen]
+                    self._last[seen] = count
+        totals: dict[tuple[str, str], int] = {}
+        for (_, src, host), count in self._last.items():
+            totals[(src, host)] = totals.get((src, host), 0) + count
+        for (_, src, host), count in self._base.items():
+            totals[(src, host)] = totals.get((src, host), 0) + count
+        self.byte_samples.append((round(t, 1), totals))
 
     def summary(self) -> dict:
         return {"emulation": EMULATION.format(why=self.why), "links": self.measured, "bandwidth": self.bandwidth,
-                "emulator_cpu_s": None}
+                "emulator_cpu_s": None, **traffic(self.scenario, self.byte_samples)}

@@ -286,14 +286,14 @@ def wait_for(predicate, timeout: float, what: str, nodes=(), poll: float = 0.2):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
 
 
-def start_node(launched: list, out: Path, run: Path, name: str, role: str, engine: str, peers=()):
+def start_node(launched: list, out: Path, run: Path, name: str, role: str, engine: str, peers=(), console=None):
     """A real `swarm node` for a run prepared by `scenarios.simulate.prepare` (keys in OUT/keys,
     workdir OUT/nodes/NAME), registered for stopping at the end of the session."""
     from scenarios.processes import NodeProcess
 
     args = ["--run", str(run), "--key", str(out / "keys" / f"{name}.key"), "--role", role, "--engine", engine,
             "--threads", "1", *(["--initial-peers", *peers] if peers else [])]
-    proc = NodeProcess(name, out / "nodes" / name, args).start()
+    proc = NodeProcess(name, out / "nodes" / name, args, console=console).start()
     launched.append(proc)
     return proc
 

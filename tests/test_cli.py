@@ -157,3 +157,25 @@ def test_lower_layers_do_not_import_higher_ones():
     assert _importers("swarm", "nodes", "scenarios") == []
     outside_commands = [line for line in _importers("nodes", "scenarios") if not line.startswith("nodes/commands/")]
     assert outside_commands == []
+
+
+def test_a_node_terminal_on_a_full_disk_loses_the_line_not_the_node():
+    """`swarm node ... > node.out` on a disk that fills: the join line is lost, the node goes on;
+    any other write error still surfaces."""
+    import errno
+
+    from nodes.commands.node import say
+
+    class Stream:
+        def __init__(self, err: int):
+            self.err = err
+
+        def write(self, _text: str) -> int:
+            raise OSError(self.err, os.strerror(self.err))
+
+        def flush(self) -> None:
+            pass
+
+    say("join with: --initial-peers /ip4/127.0.0.1/tcp/1", Stream(errno.ENOSPC))
+    with pytest.raises(OSError):
+        say("join with: --initial-peers /ip4/127.0.0.1/tcp/1", Stream(errno.EBADF))

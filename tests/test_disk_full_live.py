@@ -15,6 +15,7 @@ import pytest
 from conftest import node_events, start_node, wait_for
 from swarm_client import SwarmClient
 
+from crypto.identity import Identity
 from scenarios import disk as small_disks
 from scenarios.disk import SmallDisk
 from scenarios.scenario import NodeSpec, Scenario, Settings
@@ -105,3 +106,53 @@ def test_a_full_workdir_pauses_a_node_which_resumes_when_space_is_freed(tmp_path
                 if (d.path / log).exists():
                     shutil.copyfile(d.path / log, tmp_path / f"{name}.{log}")
             d.remove()
+
+
+def test_a_standby_taking_over_training_with_a_full_disk_pauses_and_trains_once_space_returns(tmp_path, launched):
+    """The trainer dies while the standby's disk is full: the standby takes the slot, cannot write
+    what a trainer starts with, and waits (its record says so) instead of giving the role up for
+    good; once space returns it trains on from the newest published version."""
+    out = tmp_path / "run"
+    scenario = Scenario(Settings(name="disk-takeover", steps=500, announce_period_s=1.0),
+                        (NodeSpec("trainer", role="trainer", engine="transformers"),
+                         NodeSpec("standby", role="auto", engine="transformers"),
+                         NodeSpec("a", role="rollout", engine="transformers")))
+    run, _ = prepare(scenario, out)
+    disk = SmallDisk("standby", out / "nodes" / "standby", DISK_MB)
+    observer = None
+    try:
+        trainer = start_node(launched, out, run, "trainer", "trainer", "transformers")
+        first = trainer.wait_joined()
+        disk.fill()
+        standby = start_node(launched, out, run, "standby", "auto", "transformers", [first], console=disk.console)
+        a = start_node(launched, out, run, "a", "rollout", "transformers", [first])
+        observer = SwarmClient(run, tmp_path / "observer", [first, standby.wait_joined(), a.wait_joined()],
+                               engine=False).start()
+        standby_peer = Identity.load(out / "keys" / "standby.key").peer_id  # its status.json is not written
+
+        def record():
+            return next((r for r in observer.node.view.records if r.peer_id == standby_peer), None)
+
+        wait_for(lambda: len(node_events(trainer, "step")) >= 3 and record() is not None, 300,
+                 "the trainer's step 3 and the standby's record", [trainer, standby, a])
+        trainer.kill_hard()
+
+        wait_for(lambda: (r := record()) is not None and r.role == "trainer" and r.state.startswith("paused: disk full"),
+                 TIMEOUT_S, "the standby to hold the trainer slot, paused on its full disk", [standby, a])
+        time.sleep(3)  # still waiting, not failed
+        assert record().state.startswith("paused: disk full") and not record().failed, standby.log_tail()
+
+        disk.free()
+        wait_for(lambda: len(node_events(standby, "step")) >= 2 and record().state == "ready", TIMEOUT_S,
+                 "the standby to train once space returns", [standby, a])
+        log = (standby.workdir / "node.log").read_text()
+        assert "disk space is back" in log and "cannot serve as trainer" not in log, log[-3000:]
+    finally:
+        if observer is not None:
+            observer.close()
+        for node in list(launched):
+            if node.workdir.parent == out / "nodes":
+                node.stop(grace=5)
+        if (disk.path / "node.log").exists():
+            shutil.copyfile(disk.path / "node.log", tmp_path / "standby.node.log")
+        disk.remove()

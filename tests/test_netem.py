@@ -1,4 +1,4 @@
-"""Emulated links with real packets (network namespaces, tbf, the NFQUEUE delayer): what the
+"""Emulated links with real packets (network namespaces, tbf, netem or the NFQUEUE delayer): what the
 scenario configures is what an application measures, within 15 %; partitions cut and heal; and
 nothing is left behind, even by a runner that was SIGKILLed.
 
@@ -30,6 +30,17 @@ def measure(topo: Topology, host: str, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
+def kernel_has_netem(topo: Topology) -> bool:
+    """Asked of the kernel directly, on a veth pair of our own in the hub namespace."""
+    run = [*topo.wrap("x")[:3], topo.hub]
+    subprocess.run([*run, "ip", "link", "add", "nq0", "type", "veth", "peer", "name", "nq1"], check=True)
+    try:
+        return subprocess.run([*run, "tc", "qdisc", "add", "dev", "nq0", "root", "netem", "delay", "5ms"],
+                              capture_output=True, check=False).returncode == 0
+    finally:
+        subprocess.run([*run, "ip", "link", "del", "nq0"], check=True)
+
+
 @pytest.fixture
 def servers():
     started: list[subprocess.Popen] = []
@@ -52,6 +63,10 @@ def test_configured_links_are_what_the_application_measures(tmp_path, servers):
     links = {("eu", "asia"): LinkSpec(delay_ms=40), ("asia", "eu"): LinkSpec(delay_ms=40)}
     with Topology("t", ("eu", "asia"), hosts, links, tmp_path) as topo:
         assert {topo.ns(h.name) for h in hosts} | {topo.hub} <= set(our_namespaces())
+        # the kernel's netem where it has one (never here: DESIGN.md §7), the NFQUEUE delayer otherwise;
+        # the measurements below hold for whichever applied
+        assert topo.delay_by == ("netem" if kernel_has_netem(topo) else "nfqueue")
+        assert bool(topo.delayers) == (topo.delay_by == "nfqueue")
         servers(topo, "b1")
         servers(topo, "a2")
         far = measure(topo, "a1", "rtt", topo.ip("b1"), str(PORT))["rtt_ms"]

@@ -473,8 +473,10 @@ def test_a_trainer_keeps_cosignatures_only_from_live_members_for_its_newest_chec
     run.log.set_checkpoint(checkpoints.sign(run.log, run.trainer), run.log.size)  # no cosignatures yet
     note = run.log.checkpoint
 
-    def request(identity: Identity, on: bytes = note) -> bytes:
-        line = checkpoints.cosign(on, identity, now=1_800_000_000)
+    def request(identity: Identity, on: bytes = note, now: int = 1_800_000_000, damage: bool = False) -> bytes:
+        line = checkpoints.cosign(on, identity, now=now)
+        if damage:  # one base64 character of the signature changed
+            line = line[:-6] + (b"A" if line[-6:-5] != b"A" else b"B") + line[-5:]
         return CosignRequest(note=on.decode(), cosignature=line.decode()).encode()
 
     members = {member.key_id: member.public_key}
@@ -482,6 +484,12 @@ def test_a_trainer_keeps_cosignatures_only_from_live_members_for_its_newest_chec
         accept_cosignature(run.log, request(stranger), members)
     accept_cosignature(run.log, request(member), members)
     assert set(cosigners(run.log.checkpoint, members)) == {member.key_id}
+    kept = run.log.checkpoint
+    accept_cosignature(run.log, request(member, now=1_800_000_060), members)  # handed back again: kept once
+    assert run.log.checkpoint == kept
+    with pytest.raises(VersionRejected) as err:
+        accept_cosignature(run.log, request(member, now=1_800_000_060, damage=True), members)
+    assert err.value.reason == "bad_signature" and run.log.checkpoint == kept
     run.publish(4)  # a newer checkpoint: a cosignature of the old one is stale
     with pytest.raises(VersionRejected) as err:
         accept_cosignature(run.log, request(member, on=note), members)

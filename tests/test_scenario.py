@@ -489,3 +489,22 @@ def test_the_timeline_is_kept_in_time_order():
         {"at_s": 4, "action": "partition", "regions": ["eu", "asia"]}]))
     assert [(e.at_s, e.action) for e in sc.events] == [(4.0, "partition"), (9.0, "heal")]
     assert sc.nodes[0].region == "eu" and sc.regions[1].name == "asia"
+
+
+def test_netem_shaping_gives_each_source_region_its_own_link_on_the_receivers_downlink():
+    """Where the kernel has netem (not this one: the live tests use the NFQUEUE delayer here), a
+    host's downlink is an htb at its bandwidth with one class per source region: a u32 filter on
+    the region's subnet and a netem leaf with that region's link to the host."""
+    from scenarios.netem.topology import LinkSpec, netem_commands
+
+    commands = netem_commands("h3", {"eu": "10.77.1.0/24", "asia": "10.77.2.0/24"},
+                              {"eu": LinkSpec(), "asia": LinkSpec(delay_ms=75, jitter_ms=5, loss=0.01)}, 10)
+    lines = [" ".join(c) for c in commands]
+    assert lines[0] == "tc qdisc add dev h3 root handle 1: htb"
+    assert all("rate 10mbit ceil 10mbit" in line for line in lines if " class " in line)
+    flows = {line.split(" src ")[1].split()[0]: line.split("flowid ")[1] for line in lines if " filter " in line}
+    assert flows == {"10.77.1.0/24": "1:10", "10.77.2.0/24": "1:11"}
+    leaves = {line.split("parent ")[1].split()[0]: line.split("netem ")[1] for line in lines if " netem " in line}
+    assert leaves == {"1:10": "limit 100000 delay 0.0ms loss 0.0%", "1:11": "limit 100000 delay 75ms 5ms loss 1.0%"}
+    unlimited = [" ".join(c) for c in netem_commands("h0", {"eu": "10.77.1.0/24"}, {"eu": LinkSpec()}, 0)]
+    assert "rate 10gbit" in unlimited[1]

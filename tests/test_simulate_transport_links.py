@@ -66,6 +66,10 @@ def test_links_emulated_inside_the_transport_run_and_are_reported(tmp_path):
     assert link["configured_rtt_ms"] == 60 and link["within_15pct"], link
     assert all(b["within_15pct"] for b in network["bandwidth"]) and len(network["bandwidth"]) == 2
     assert summary["steps_done"] == 5 and [e["action"] for e in summary["timeline"]] == ["partition", "heal"]
+    # bytes per link, as the nodes' transports shaped them: chunks asia -> eu, adapter versions eu -> asia
+    sent = network["link_bytes"]
+    assert sent["asia->eu"] > 5 * 1000 and sent["eu->asia"] > 5 * 1000, sent
+    assert network["node_received_bytes"]["trainer"]["asia"] == sent["asia->eu"]
     assert summary["chunk_flow"]["reconciled"], summary["chunk_flow"]
     # a slower device without root: the rollout generates no faster than its cap
     assert summary["devices"]["rollout"]["profile"] == "at most 150 tokens/s (cap)"

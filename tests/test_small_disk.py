@@ -40,12 +40,13 @@ def enospc(write) -> OSError:
 
 
 def test_fill_makes_writes_fail_free_makes_them_work_remove_unmounts(small):
-    assert small.mounted and "2 MB" in small.description
+    assert small.mounted and "2 MB" in small.description and not small.full
     (small.path / "before").write_bytes(b"x" * 64 * 1024)
     small.fill()
-    assert small.free_bytes() <= small_disks.LEAVE_BYTES
+    assert small.free_bytes() <= small_disks.LEAVE_BYTES and small.full
     enospc(lambda: (small.path / "chunk").write_bytes(b"x" * 64 * 1024))
     small.free()
+    assert not small.full
     (small.path / "chunk").write_bytes(b"x" * 64 * 1024)
     small.remove()
     assert not small.mounted and not (small.path / "chunk").exists()

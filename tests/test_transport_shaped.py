@@ -103,3 +103,49 @@ def test_a_node_given_a_bad_links_file_says_so_in_one_line(tmp_path):
                      "--shape-links", str(tmp_path / "links.json"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--shape-links" in result.stderr and "not a readable links file" in result.stderr
+
+
+def test_shaped_bytes_are_counted_per_link_and_summed_over_nodes_across_restarts(shaped, tmp_path):
+    """Each node counts what its transport shaped, both ways of its requests, in status.json's
+    `door`; the simulator sums the nodes' counts per link, keeping a restarted node's earlier bytes."""
+    import json
+
+    import tomllib
+
+    from scenarios.scenario import parse_scenario
+    from scenarios.transport_links import TransportLinks
+
+    a, _, _ = shaped
+    a.request("B", "echo", bytes(10_000), max_response=64, timeout=10)
+    assert a.stats()["link_bytes"] == {"eu>b": 10_000 + HEADERS_BYTES, "asia>a": 2 + HEADERS_BYTES}
+
+    scenario = parse_scenario(tomllib.loads("""
+[scenario]
+name = "bytes"
+[[region]]
+name = "eu"
+[[region]]
+name = "asia"
+[[node]]
+name = "a"
+role = "trainer"
+region = "eu"
+[[node]]
+name = "b"
+role = "rollout"
+region = "asia"
+"""))
+    links = TransportLinks(scenario, tmp_path / "network", {"a": "A", "b": "B"}, "test", tmp_path / "nodes")
+
+    def status(name: str, counts: dict) -> None:
+        (tmp_path / "nodes" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "nodes" / name / "status.json").write_text(json.dumps({"door": {"link_bytes": counts}}))
+
+    status("a", {"eu>b": 100, "asia>a": 10})
+    status("b", {"asia>a": 5000, "eu>b": 300, "mars>x": 1, "eu>b2": 7})  # unknown receivers are not ours
+    links.sample_bytes(1.0)
+    status("b", {"asia>a": 200})  # b restarted: its transport counts from zero
+    links.sample_bytes(2.0)
+    summary = links.summary()
+    assert summary["link_bytes"] == {"asia->eu": 10 + 5000 + 200, "eu->asia": 100 + 300}
+    assert summary["link_bytes_over_time"][0] == [1.0, {"eu->asia": 400, "asia->eu": 5010}]

@@ -124,10 +124,9 @@ def run(args) -> int:
         runtime = NodeServices(node, engine, args.threads, scoring_copy=args.scoring_copy,
                                base_gguf=Path(args.base_gguf) if args.base_gguf else None,
                                max_tok_s=args.max_tok_s)
-        print(f"node {node.peer_id} key {identity.key_id[:16]} run {manifest.run.id} ({signed.digest[:12]})",
-              flush=True)
+        say(f"node {node.peer_id} key {identity.key_id[:16]} run {manifest.run.id} ({signed.digest[:12]})")
         for maddr in node.maddrs:
-            print(f"join with: --initial-peers {maddr}", flush=True)
+            say(f"join with: --initial-peers {maddr}")
         node.run(stop)
     finally:
         if runtime is not None:
@@ -135,12 +134,24 @@ def run(args) -> int:
         node.shutdown()
         logging.getLogger("echo_swarm.node").info("left the swarm")
     if node.fatal:
-        print(f"swarm node: error: {node.fatal}", file=sys.stderr)
+        say(f"swarm node: error: {node.fatal}", sys.stderr)
     # Everything worth keeping is on disk. Leave now rather than wait on native threads
     # (engines, the P2P loop) at interpreter exit; the watchdog sweeps up any child left.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        say("", stream, end="")
     os._exit(NO_ROLE if node.fatal else 0)
+
+
+def say(line: str, stream=None, end: str = "\n") -> None:
+    """One line on the node's terminal. When that is a file on a full disk the line is lost, not
+    the node (the run's state is in the workdir and the DHT record)."""
+    from nodes.disk import is_full
+
+    try:
+        print(line, file=stream or sys.stdout, end=end, flush=True)
+    except OSError as e:
+        if not is_full(e):
+            raise
 
 
 NO_ROLE = 3

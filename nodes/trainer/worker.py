@@ -109,6 +109,7 @@ class TrainerWorker:
         self.thread.join(timeout=10)
         if self.acct_pending and not self.thread.is_alive():  # e.g. rejections after the last step
             self._write_accounting()
+        self.ctx.disk.forget("publish")  # what waited for space is this worker's
 
     @property
     def step(self) -> int:

@@ -7,10 +7,15 @@ Layout (all of it inside namespaces this module creates; the machine's own netwo
 
 - **bandwidth**: `tbf` on the host's eth0 (its uplink) and on the hub's h<i> (its downlink: the
   hub sends towards the host through it), so no IFB is needed;
-- **delay, jitter, loss**: in the receiving host, iptables (mangle PREROUTING) hands every packet
-  from another host to NFQUEUE, and `scenarios.netem.delayer` holds it for the one-way delay of
-  the region pair it came over, drops a share, releases the rest in order (DESIGN.md §7: the
-  kernel has no netem; holding on the sender's egress collapses TCP);
+- **delay, jitter, loss**, on the receiving side, by the first of these that works here:
+  - `netem`, where the kernel has it: on the hub's h<i> (what the host receives), an `htb` with
+    one class per source region (a u32 filter on the source subnet), each with a `netem` leaf for
+    the link from that region; the downlink limit is the htb's rate, replacing the tbf;
+  - otherwise (this machine: DESIGN.md §7, no netem and no module loading) the NFQUEUE delayer:
+    iptables (mangle PREROUTING) in the host hands every packet from another host to
+    `scenarios.netem.delayer`, which holds it for the one-way delay of the region pair it came
+    over, drops a share and releases the rest in order (holding on the sender's egress collapses
+    TCP);
 - **partitions**: iptables DROP rules between two regions' subnets, ahead of the queue.
 
 Every namespace is named `es<runner pid>-<tag>-<name>`: `down()` removes a run's on every exit
@@ -78,6 +83,28 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
+def netem_commands(dev: str, subnets: dict[str, str], links: dict[str, LinkSpec], down_mbit: float) -> list[list[str]]:
+    """`tc` commands that shape what reaches a host through `dev` (the hub's end of its veth):
+    per source region (`subnets`: region -> CIDR) a class of an htb whose leaf is a netem qdisc
+    with the link from that region (`links`: region -> spec); the htb's rate is the downlink."""
+    rate = f"{down_mbit}mbit" if down_mbit else "10gbit"
+    commands = [["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb"],
+                ["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate, "ceil", rate]]
+    for k, (region, subnet) in enumerate(subnets.items(), start=10):
+        commands += [
+            ["tc", "class", "add", "dev", dev, "parent", "1:1", "classid", f"1:{k}", "htb", "rate", rate, "ceil", rate],
+            ["tc", "qdisc", "add", "dev", dev, "parent", f"1:{k}", "handle", f"{k}:", *_netem(links[region])],
+            ["tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip",
+             "src", subnet, "flowid", f"1:{k}"]]
+    return commands
+
+
+def _netem(spec: LinkSpec) -> list[str]:
+    """A netem leaf for one link; a queue long enough for 100 Mbit over a 300 ms path."""
+    return ["netem", "limit", "100000", "delay", f"{spec.delay_ms}ms", *([f"{spec.jitter_ms}ms"] if spec.jitter_ms else []),
+            "loss", f"{spec.loss * 100}%"]
+
+
 def _tbf(mbit: float) -> list[str]:
     burst_bits = max(32_000, int(mbit * 1e6 / 250))  # 4 ms of traffic, at least 4 KB
     return ["tbf", "rate", f"{mbit}mbit", "burst", str(burst_bits // 8), "latency", "400ms"]
@@ -92,6 +119,8 @@ class Topology:
     """(from region, to region) -> spec; a missing pair has no delay, jitter or loss."""
     workdir: Path
     seed: int = 0
+    delay_by: str = "auto"
+    """"netem", "nfqueue", or "auto": netem where the kernel has it (settled by `up`)."""
     delayers: dict[str, subprocess.Popen] = field(default_factory=dict)
     cut: set[tuple[str, str]] = field(default_factory=set)
 
@@ -133,6 +162,8 @@ class Topology:
             self._in(self.hub, "ip", "link", "set", "lo", "up")
             self._in(self.hub, "ip", "link", "add", BRIDGE, "type", "bridge")
             self._in(self.hub, "ip", "link", "set", BRIDGE, "up")
+            if self.delay_by == "auto":
+                self.delay_by = "netem" if self._netem_works() else "nfqueue"
             for i, host in enumerate(self.hosts):
                 self._add_host(i, host)
         except BaseException:
@@ -152,6 +183,14 @@ class Topology:
         self._in(ns, "ip", "link", "set", "eth0", "up")
         if host.up_mbit:
             self._in(ns, "tc", "qdisc", "add", "dev", "eth0", "root", *_tbf(host.up_mbit))
+        for region in self.regions:  # counting-only rules (no target): bytes received per source region
+            self._in(ns, "iptables", "-t", "mangle", "-A", "PREROUTING", "-s", self.subnet(region))
+        if self.delay_by == "netem":
+            for command in netem_commands(hub_end, {r: self.subnet(r) for r in self.regions},
+                                          {r: self.links.get((r, host.region), LinkSpec()) for r in self.regions},
+                                          host.down_mbit):
+                self._in(self.hub, *command)
+            return
         if host.down_mbit:
             self._in(self.hub, "tc", "qdisc", "add", "dev", hub_end, "root", *_tbf(host.down_mbit))
         self._write_links(host)
@@ -163,8 +202,6 @@ class Topology:
         self.delayers[host.name] = delayer
         if delayer.stdout.readline().strip() != b"ready":
             raise NetemError(f"the delayer of {host.name} did not start: see {self.workdir}/delayer-{host.name}.log")
-        for region in self.regions:  # counting-only rules (no target): bytes received per source region
-            self._in(ns, "iptables", "-t", "mangle", "-A", "PREROUTING", "-s", self.subnet(region))
         self._in(ns, "iptables", "-t", "mangle", "-A", "PREROUTING", "-s", "10.77.0.0/16", "-j", "NFQUEUE",
                  "--queue-num", str(QUEUE))
 
@@ -203,8 +240,14 @@ class Topology:
     def set_link(self, a: str, b: str, spec: LinkSpec) -> None:
         """Change the a <-> b link (both directions) at run time."""
         self.links[(a, b)] = self.links[(b, a)] = spec
-        for host in self.hosts:
-            if host.region in (a, b):
+        for i, host in enumerate(self.hosts):
+            if host.region not in (a, b):
+                continue
+            if self.delay_by == "netem":  # the class of the other end's region on this host's downlink
+                k = 10 + self.regions.index(b if host.region == a else a)
+                self._in(self.hub, "tc", "qdisc", "change", "dev", f"h{i}", "parent", f"1:{k}", "handle", f"{k}:",
+                         *_netem(spec))
+            else:
                 self._write_links(host)
                 self.delayers[host.name].send_signal(signal.SIGHUP)
 
@@ -235,6 +278,17 @@ class Topology:
         return total
 
     # -- helpers -----------------------------------------------------------------------------
+    def _netem_works(self) -> bool:
+        """Whether this kernel has netem: tried on a veth in the hub namespace (veth is what the
+        topology needs anyway; a dummy device may be missing)."""
+        probe = "netem-probe"
+        self._in(self.hub, "ip", "link", "add", probe, "type", "veth", "peer", "name", f"{probe}-b")
+        try:
+            return _run("ip", "netns", "exec", self.hub, "tc", "qdisc", "add", "dev", probe, "root", "netem",
+                        "delay", "1ms", check=False).returncode == 0
+        finally:
+            self._in(self.hub, "ip", "link", "del", probe)
+
     def _links_path(self, host: Host) -> Path:
         return self.workdir / f"links-{host.name}.json"
 

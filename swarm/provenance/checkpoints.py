@@ -105,15 +105,20 @@ class CosignRequest(Message):
 
 def accept_cosignature(log, request: bytes, members: dict[str, bytes]) -> None:
     """Keep a member's cosignature with our checkpoint if it is for exactly our checkpoint text and
-    verifies under that member's key; VersionRejected (or RequestRejected) otherwise."""
+    verifies under that member's key; VersionRejected (or RequestRejected) otherwise. A member that
+    cosigned this checkpoint already (a repeated hand-back, or a note a new trainer took over with
+    its witnesses' lines) is kept once: nothing changes."""
     ask = decode(CosignRequest, request)
+    line = ask.cosignature.encode()
     with log.lock:
         if log.checkpoint is None or checkpoint_text(ask.note.encode()) != checkpoint_text(log.checkpoint):
             raise VersionRejected(Reason.STALE, "a cosignature of another checkpoint than our newest")
-        candidate = add_cosignature(log.checkpoint, ask.cosignature.encode())
-        new = set(cosigners(candidate, members)) - set(cosigners(log.checkpoint, members))
-        if len(new) != 1:
+        offered = cosigners(log.checkpoint.split(b"\n\n", 1)[0] + b"\n\n" + line, members)
+        if len(offered) != 1:
             raise VersionRejected(Reason.BAD_SIGNATURE, "cosignature does not verify under a live member's key")
-        (signer,) = new
+        (signer,) = offered
+        if signer in cosigners(log.checkpoint, members):
+            return
+        candidate = add_cosignature(log.checkpoint, line)
         log.learn_keys({signer: members[signer]})  # so audits can verify it from keys.json
         log.set_checkpoint(candidate, log.checkpoint_size)

@@ -12,6 +12,9 @@ a one-way delay, jitter and loss; per node an uplink and a downlink rate; partit
               request's timeout, else fails then.
 What it cannot shape, the report says: traffic it does not carry (the DHT's own), and requests
 other nodes make to us (their transport shapes those, without sharing our link's queue).
+The bytes it shaped are counted per (source region, receiving node), both ways of each request,
+and shown in `stats()` (status.json's `door`) as `link_bytes` {"REGION>NODE": bytes}: summed over
+the nodes, every shaped request is counted once.
 
 The links file (JSON, written by the simulator, re-read when it changes):
     {"self": NAME, "nodes": {PEER_ID: {"name", "region", "up_mbit", "down_mbit"}, ...},
@@ -70,6 +73,7 @@ class ShapedTransport(Transport):
         self.rng = random.Random(seed)
         self._lock = threading.Lock()
         self._free_at = {"up": 0.0, "down": 0.0}  # when our uplink / downlink is next idle
+        self.link_bytes: dict[str, int] = {}  # "source region>receiving node" -> bytes shaped
 
     def serve(self, *args, **kwargs) -> None:
         self.inner.serve(*args, **kwargs)
@@ -78,7 +82,8 @@ class ShapedTransport(Transport):
         self.inner.close()
 
     def stats(self) -> dict:
-        return self.inner.stats()
+        with self._lock:
+            return {**self.inner.stats(), "link_bytes": dict(self.link_bytes)}
 
     def request(self, peer_id: str, name: str, data: bytes, *, max_response: int, timeout: float = 60.0,
                 progress_timeout: float | None = None) -> bytes:
@@ -111,6 +116,8 @@ class ShapedTransport(Transport):
         link = self.model.link(src["region"], dst["region"])
         size += HEADERS_BYTES
         with self._lock:
+            key = f"{src['region']}>{dst['name']}"
+            self.link_bytes[key] = self.link_bytes.get(key, 0) + size
             rate = _rate(src["up_mbit"], dst["down_mbit"])
             now = self.clock()
             transfer = size / rate if rate else 0.0
