@@ -40,6 +40,9 @@ def nodes_key(signed: SignedManifest) -> str:
 
 
 JOIN_RETRY_S = 3.0
+NOT_ANSWERING = ("bootstrap peers", "none of the initial_peers responded")
+"""hivemind's words for "no initial peer answered" (from p2pd's connect, and from the DHT's ping
+of them, when the peer is reachable but not ready yet): worth retrying within the join patience."""
 """Pause between attempts to reach initial peers that do not answer."""
 
 
@@ -99,7 +102,7 @@ class Membership:
                 return
             except Exception as e:  # noqa: BLE001 - hivemind raises a zoo of types here; all mean "could not join"
                 self.shutdown()
-                if "bootstrap peers" not in str(e) or time.monotonic() > give_up:
+                if not any(m in str(e) for m in NOT_ANSWERING) or time.monotonic() > give_up:
                     raise JoinError(_explain_join_failure(e, self._kwargs)) from None
                 log.warning("the initial peers do not answer yet; trying again for up to %.0f s",
                             give_up - time.monotonic())

@@ -198,10 +198,14 @@ def test_a_timed_out_swarm_read_keeps_the_records_still_valid(tmp_path):
         membership.shutdown()
 
 
-def test_a_node_started_before_its_bootstrap_peer_joins_when_it_comes_up(tmp_path, launched):
+@pytest.mark.parametrize("a_before", ["nothing", "p2p only"])
+def test_a_node_started_before_its_bootstrap_peer_joins_when_it_comes_up(tmp_path, launched, a_before):
     """B is started pointing at A, which is not up yet (in a simulated swarm: behind a partition
-    when B started). Before, B exited at once ("failed to connect to bootstrap peers"); now it
-    keeps trying (--join-patience) and joins once A listens."""
+    when B started), or whose P2P daemon listens but whose DHT does not answer yet (a slow start
+    over a slow link). Before, B exited at once ("failed to connect to bootstrap peers"; "none of
+    the initial_peers responded to a ping"); now it keeps trying (--join-patience) and joins once
+    A is up."""
+    import asyncio
     import socket
 
     from conftest import write_signed_run
@@ -219,7 +223,20 @@ def test_a_node_started_before_its_bootstrap_peer_joins_when_it_comes_up(tmp_pat
                                           "--engine", "transformers", "--threads", "1", "--join-patience", "90",
                                           "--initial-peers", f"{a_addr}/p2p/{a_key.peer_id}"]).start()
     launched.append(b)
-    wait_for(lambda: "do not answer yet" in b.log_tail(20), 60, "b to say it is waiting for its peers", [b])
+    if a_before == "p2p only":  # A's daemon, with A's key at A's address, and no DHT behind it
+        from hivemind.p2p import P2P
+
+        a_key.write_libp2p_identity(tmp_path / "a.libp2p.key")
+        loop = asyncio.new_event_loop()
+        p2p = loop.run_until_complete(P2P.create(identity_path=str(tmp_path / "a.libp2p.key"), host_maddrs=[a_addr]))
+        try:
+            wait_for(lambda: "do not answer yet" in b.log_tail(20), 90, "b to say it is waiting for its peers", [b])
+        finally:
+            loop.run_until_complete(p2p.shutdown())
+            loop.close()
+        assert "responded to a ping" not in b.log_tail(50) and b.alive()
+    else:
+        wait_for(lambda: "do not answer yet" in b.log_tail(20), 60, "b to say it is waiting for its peers", [b])
     a = NodeProcess("a", tmp_path / "a", ["--run", str(run), "--key", str(tmp_path / "a.key"), "--role", "rollout",
                                           "--engine", "transformers", "--threads", "1", "--listen", a_addr]).start()
     launched.append(a)
