@@ -96,16 +96,7 @@ def test_a_full_workdir_pauses_a_node_which_resumes_when_space_is_freed(tmp_path
         assert a_log.count("disk space is back") == 2  # once per pause, never per retry
         assert a_log.count("disk full: paused") <= 2  # written only when the disk had room for it
     finally:
-        if observer is not None:
-            observer.close()
-        for node in list(launched):
-            if node.workdir.parent == out / "nodes":
-                node.stop(grace=5)
-        for name, d in disks.items():  # the logs outlive the small disk, for a look after a failure
-            for log in ("node.log", "stderr.log"):
-                if (d.path / log).exists():
-                    shutil.copyfile(d.path / log, tmp_path / f"{name}.{log}")
-            d.remove()
+        tear_down(observer, launched, out, disks, tmp_path)
 
 
 def test_a_standby_taking_over_training_with_a_full_disk_pauses_and_trains_once_space_returns(tmp_path, launched):
@@ -148,11 +139,19 @@ def test_a_standby_taking_over_training_with_a_full_disk_pauses_and_trains_once_
         log = (standby.workdir / "node.log").read_text()
         assert "disk space is back" in log and "cannot serve as trainer" not in log, log[-3000:]
     finally:
-        if observer is not None:
-            observer.close()
-        for node in list(launched):
-            if node.workdir.parent == out / "nodes":
-                node.stop(grace=5)
-        if (disk.path / "node.log").exists():
-            shutil.copyfile(disk.path / "node.log", tmp_path / "standby.node.log")
-        disk.remove()
+        tear_down(observer, launched, out, {"standby": disk}, tmp_path)
+
+
+def tear_down(observer, launched: list, out, disks: dict, tmp_path) -> None:
+    """Stop the run's nodes, unmount their small disks; the logs outlive the disks, for a look
+    after a failure."""
+    if observer is not None:
+        observer.close()
+    for node in list(launched):
+        if node.workdir.parent == out / "nodes":
+            node.stop(grace=5)
+    for name, d in disks.items():
+        for log in ("node.log", "stderr.log"):
+            if (d.path / log).exists():
+                shutil.copyfile(d.path / log, tmp_path / f"{name}.{log}")
+        d.remove()
