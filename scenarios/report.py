@@ -18,16 +18,22 @@ Definitions (also in summary.json's `definitions`):
   publication (the first step event carrying v) to the start of the node's first chunk made with
   v or newer; versions it never used are left out;
 - capacity rule (DESIGN §3), per worker: the learner does not wait when
-  Σ μ_i·min(κ·T_train, max(0, (S+1)·κ·T_train − T_bcast_i)) ≥ κ·R, with S the staleness bound
-  (0 in sequential mode). For S = 0 it is the design's Σ μ_i·max(0, κ·T_train − T_bcast_i) ≥ κ·R;
-  with S ≥ 1 a rollout keeps making usable chunks with the previous version while the next one
-  arrives, so its broadcast costs it nothing until T_bcast_i exceeds S·κ·T_train. With
-  μ_i = effective tokens/s (engine tokens/s overstates supply: sealing, sending, adapter swaps and a
-  shared CPU all cost time), R = prompts·group·(measured tokens per sample) and
-  T_train = mean(step_s − wait_s). "Observed no wait" means busy fraction ≥ BUSY_OK (0.9), checked
-  only with ≥ MIN_STEADY_STEPS (3) steady-state steps. Predicted wait per step: the shortfall
-  (κ·R − supply) made by all workers together after the window, / Σμ_i / κ; predicted busy
-  fraction = T_train / (T_train + predicted wait), beside the measured one.
+  Σ μ_i·min(κ·T_train, max(0, S·κ·T_train − T_bcast_i)) ≥ κ·R, with S the staleness bound
+  (0 in sequential mode). A chunk of version v is usable while the trainer's version is at most
+  v + S, judged when the batch is assembled, so chunks made while the learner trains on the
+  version after v count only if S ≥ 1: with S = 1 this is the design's
+  Σ μ_i·max(0, κ·T_train − T_bcast_i) ≥ κ·R; with S ≥ 2 a rollout keeps making usable chunks
+  with the previous version while the next one arrives, so its broadcast costs nothing until
+  T_bcast_i exceeds (S − 1)·κ·T_train; with S = 0 nothing overlaps training (each batch is made
+  after its version is published: the learner always waits). With μ_i = effective tokens/s
+  (engine tokens/s overstates supply: sealing, sending, adapter swaps and a shared CPU all cost
+  time), R = prompts·group·(measured tokens per sample) and T_train = mean(step_s − wait_s).
+  "Observed no wait" means busy fraction ≥ BUSY_OK (0.9), checked only with ≥ MIN_STEADY_STEPS (3)
+  steady-state steps. Predicted wait per step: the time no worker holds the version yet
+  (min_i T_bcast_i − S·κ·T_train, when positive) plus the shortfall (κ·R − supply) made by all
+  workers together after the window, / Σμ_i / κ; predicted busy fraction = T_train / (T_train +
+  predicted wait), beside the measured one. (Until session 7 the window was (S+1)·κ·T_train, one
+  period too generous: an S = 0 run was predicted not to wait and measured busy 0.70.)
 """
 from __future__ import annotations
 
@@ -275,11 +281,14 @@ def capacity_rule(*, samples_per_step, tokens_per_sample, t_train_s, t_bcast_s: 
         return {**inputs, "verdict": "not enough data (needs trainer steps and rollout chunks)"}
     demand_tok = kappa * samples_per_step * tokens_per_sample
     period, ahead = kappa * t_train_s, inputs["S"]
-    window = {n: min(period, max(0.0, (ahead + 1) * period - t_bcast_s.get(n, 0.0))) for n in worker_tok_s}
+    bcast = {n: t_bcast_s.get(n, 0.0) for n in worker_tok_s}
+    window = {n: min(period, max(0.0, ahead * period - bcast[n])) for n in worker_tok_s}
     supply_tok = sum(mu * window[n] for n, mu in worker_tok_s.items())
     predicted = supply_tok >= demand_tok
-    # The shortfall is made after the overlap window, by every worker at once, while the learner waits.
-    wait_s = max(0.0, demand_tok - supply_tok) / sum(worker_tok_s.values()) / kappa
+    # Until a worker holds the version its chunks need, nothing comes; the shortfall is then made
+    # by every worker at once, while the learner waits.
+    dead_s = max(0.0, min(bcast.values()) - ahead * period) if not predicted else 0.0
+    wait_s = dead_s / kappa + max(0.0, demand_tok - supply_tok) / sum(worker_tok_s.values()) / kappa
     observed = None if busy_fraction is None else busy_fraction >= BUSY_OK
     verdict = (f"rule predicts the learner {'does not wait' if predicted else 'waits'} "
                f"(supply {supply_tok:.0f} vs demand {demand_tok:.0f} tokens per publication)")

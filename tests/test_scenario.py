@@ -263,13 +263,20 @@ def test_accounting_that_does_not_add_up_is_flagged(tmp_path):
 
 
 def test_capacity_rule_waits_when_workers_are_too_slow():
+    # S = 1 is the design's rule: a worker makes usable chunks for the period less its broadcast
     out = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={"a": 0.5},
-                        kappa=2, worker_tok_s={"a": 100.0, "b": 50.0}, busy_fraction=0.4, mode="async")
+                        kappa=2, worker_tok_s={"a": 100.0, "b": 50.0}, busy_fraction=0.4, mode="async", staleness=1)
     assert out["demand_tokens"] == 2560 and out["supply_tokens"] == 100 * 1.5 + 50 * 2
     assert not out["predicts_no_wait"] and not out["observed_no_wait"] and out["agrees"]
+    assert out["predicted_wait_s"] == round((2560 - 250) / 150 / 2, 3)
+    # S = 0: nothing overlaps training; the learner waits for the version to arrive, then for the batch
+    none = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={"a": 0.5, "b": 0.8},
+                         kappa=1, worker_tok_s={"a": 1e4, "b": 1e4}, busy_fraction=0.5, mode="async", staleness=0)
+    assert none["supply_tokens"] == 0 and not none["predicts_no_wait"]
+    assert none["predicted_wait_s"] == round(0.5 + 1280 / 2e4, 3)
     # With S = 2 a 1.5 s broadcast is hidden (the old version's chunks stay usable meanwhile);
-    # a 5.5 s one (more than S publication periods of 2 s) still costs 0.5 s of the period.
-    ahead = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={"a": 1.5, "b": 5.5},
+    # a 3.5 s one (more than S - 1 publication periods of 2 s) costs 1.5 s of the period.
+    ahead = capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={"a": 1.5, "b": 3.5},
                           kappa=2, worker_tok_s={"a": 100.0, "b": 50.0}, busy_fraction=0.4, mode="async", staleness=2)
     assert ahead["supply_tokens"] == 100 * 2 + 50 * 0.5 and ahead["S"] == 2
     assert capacity_rule(samples_per_step=256, tokens_per_sample=5, t_train_s=1.0, t_bcast_s={"a": 1.5}, kappa=2,
