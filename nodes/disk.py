@@ -111,7 +111,8 @@ class Disk:
         with self._lock:
             self.skipped[name] += 1
 
-    def summary(self) -> dict:
-        """For status.json."""
+    def summary(self, log_lines_lost: int = 0) -> dict:
+        """For status.json (with the node.log lines the full disk refused, counted by the log)."""
         with self._lock:
-            return {"waiting": dict(self.waiting), "skipped": dict(self.skipped)}
+            skipped = {**self.skipped, **({"node.log": log_lines_lost} if log_lines_lost else {})}
+            return {"waiting": dict(self.waiting), "skipped": skipped}

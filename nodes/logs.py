@@ -53,6 +53,11 @@ class WorkdirLog(logging.handlers.RotatingFileHandler):
             super().handleError(record)
 
 
+def lines_lost() -> int:
+    """node.log lines a full disk refused so far (for status.json's `disk.skipped`)."""
+    return sum(h.lost for h in logging.getLogger().handlers if isinstance(h, WorkdirLog))
+
+
 class Throttled:
     """Log a repeating condition at most once per `period_s` per key, saying how often it recurred."""
 

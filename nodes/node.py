@@ -20,6 +20,7 @@ from pathlib import Path
 
 from crypto.identity import Identity
 from nodes.disk import Disk
+from nodes.logs import lines_lost
 from swarm.manifest import SignedManifest
 from swarm.membership import Membership, SwarmView
 from swarm.records import MAX_FAILURE_CHARS, MAX_STATE_CHARS, Hardware, NodeInfo, TrainerState
@@ -207,7 +208,7 @@ class Node:
             "peers": [peer_summary(r) for r in self.view.records],
             "rejected": self.view.rejected,
             "door": self.door_stats() if self.door_stats is not None else {},
-            "disk": self.disk.summary(),
+            "disk": self.disk.summary(log_lines_lost=lines_lost()),
             "updated_at": time.time(),
         }
         path = self.options.workdir / "status.json"

@@ -154,3 +154,30 @@ def test_a_log_append_the_full_disk_refuses_leaves_no_torn_frame(small):
     (small.path / "pad").unlink()
     run.log.append(sign_version(big, run.trainer))
     assert run.new_log(run.dir("trainer")).size == 3  # read back whole: the next entry did not follow a torn one
+
+
+def test_node_log_lines_lost_to_a_full_disk_are_counted_in_the_status(small):
+    """node.log on a full disk: the line is lost and counted (status.json's disk.skipped), no
+    traceback; lines reach the file again once there is space."""
+    import logging
+
+    from nodes.logs import LOG_BACKUPS, LOG_BYTES, WorkdirLog, lines_lost
+
+    handler = WorkdirLog(small.path / "node.log", maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    log = logging.getLogger("echo_swarm.test")
+    try:
+        log.warning("before")
+        small.fill()
+        log.warning("x" * 64 * 1024)  # more than is left
+        assert lines_lost() == handler.lost == 1
+        assert Disk(small.path).summary(log_lines_lost=lines_lost())["skipped"] == {"node.log": 1}
+        small.free()
+        log.warning("after")
+        handler.flush()
+        text = (small.path / "node.log").read_text()
+        assert "before" in text and "after" in text
+    finally:
+        root.removeHandler(handler)
+        handler.close()
