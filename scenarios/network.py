@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 from scenarios.netem.topology import Host, LinkSpec, Topology, remove_leftovers
@@ -86,6 +87,18 @@ def bandwidth_check(node: str, direction: str, peer: str, expected: float, measu
             "measured_mbit_s": round(measured, 2), "within_15pct": abs(measured - expected) <= 0.15 * expected}
 
 
+def checked(measure, check) -> dict:
+    """`check(measure())`, measured again once when more than 15 % off: on a loaded machine a
+    stall of the user-space delayer or of the measuring process can take a share of one short
+    window; a link shaped wrong is off both times. The report keeps the first value beside."""
+    result = check(measure())
+    if not result["within_15pct"]:
+        first = result
+        result = check(measure())
+        result["first_attempt"] = {k: v for k, v in first.items() if k.startswith("measured")}
+    return result
+
+
 class ScenarioNetwork:
     def __init__(self, scenario: Scenario, workdir: Path):
         self.scenario = scenario
@@ -118,17 +131,17 @@ class ScenarioNetwork:
         itself too, when it has two nodes), against the configured round trip."""
         links = links_of(self.scenario)
         for a, b, src, dst in probe_pairs(self.scenario):
-            rtt = self._rtt(src, dst)
             configured = links.get((a, b), LinkSpec()).delay_ms + links.get((b, a), LinkSpec()).delay_ms
-            self.measured.append(rtt_check(a, b, configured, rtt))
+            self.measured.append(checked(partial(self._rtt, src, dst), partial(rtt_check, a, b, configured)))
         return self.measured
 
     def measure_bandwidth(self, seconds: float = 2.0) -> list[dict]:
         """TCP goodput of every node with a bandwidth limit, both ways, against another node:
         expected is the narrower end (a sender's uplink, a receiver's downlink)."""
         for node, direction, peer, expected in bandwidth_probes(self.scenario):
-            mbit = self._measure(node, peer, "send" if direction == "up" else "recv", str(seconds), key="mbit_s")
-            self.bandwidth.append(bandwidth_check(node, direction, peer, expected, mbit))
+            what = "send" if direction == "up" else "recv"
+            self.bandwidth.append(checked(partial(self._measure, node, peer, what, str(seconds), key="mbit_s"),
+                                          partial(bandwidth_check, node, direction, peer, expected)))
         return self.bandwidth
 
     def _rtt(self, src: str, dst: str) -> float:

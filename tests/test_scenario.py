@@ -515,3 +515,21 @@ def test_netem_shaping_gives_each_source_region_its_own_link_on_the_receivers_do
     assert leaves == {"1:10": "limit 100000 delay 0.0ms loss 0.0%", "1:11": "limit 100000 delay 75ms 5ms loss 1.0%"}
     unlimited = [" ".join(c) for c in netem_commands("h0", {"eu": "10.77.1.0/24"}, {"eu": LinkSpec()}, 0)]
     assert "rate 10gbit" in unlimited[1]
+
+
+def test_a_link_measured_off_is_measured_again_once_and_the_report_shows_both():
+    """A stall on a loaded machine can take a share of one short window: one more try, the first
+    value kept beside; a link shaped wrong stays off."""
+    from scenarios.html_report import _measured
+    from scenarios.network import bandwidth_check, checked
+
+    values = iter([8.16, 9.8])
+    again = checked(lambda: next(values), lambda mbit: bandwidth_check("r", "up", "t", 10.0, mbit))
+    assert again["within_15pct"] and again["measured_mbit_s"] == 9.8
+    assert again["first_attempt"] == {"measured_mbit_s": 8.16}
+    assert _measured(again, "measured_mbit_s") == "9.8 (first attempt 8.2)"
+    wrong = checked(lambda: 5.0, lambda mbit: bandwidth_check("r", "up", "t", 10.0, mbit))
+    assert not wrong["within_15pct"] and wrong["first_attempt"] == {"measured_mbit_s": 5.0}
+    calls = []
+    once = checked(lambda: calls.append(1) or 10.1, lambda mbit: bandwidth_check("r", "up", "t", 10.0, mbit))
+    assert once["within_15pct"] and "first_attempt" not in once and len(calls) == 1
