@@ -294,18 +294,22 @@ def log_of(workdir: Path, signed):
     return ProvenanceLog(workdir / "provenance", TrustRoot(signed))
 
 
-def _trainer_in_process(workdir: Path, signed, identity, store=None, log=None):
+def _trainer_in_process(workdir: Path, signed, identity, store=None, log=None, transport=None, seen=()):
     """A TrainerWorker on `workdir` of a node that never joins (nothing here needs peers): a
-    restart is a new one. `store`: the node's adapter store as it is when it becomes trainer."""
+    restart is a new one. `store`: the node's adapter store as it is when it becomes trainer;
+    `transport` and `seen` (the records its view holds, as the DHT would give them), for one that
+    asks peers."""
     from nodes.context import WorkerContext
     from nodes.metrics import MetricsLog
     from nodes.node import Node, NodeOptions
     from nodes.trainer.worker import TrainerWorker
     from swarm.adapters.store import AdapterStore
+    from swarm.membership import SwarmView
     from swarm.records import Hardware
 
     node = Node(signed, identity, NodeOptions(listen=[], workdir=workdir), Hardware(torch=True), 1.0)
-    ctx = WorkerContext(signed=signed, identity=identity, workdir=workdir, swarm=node, transport=None,
+    node.view = SwarmView(records=list(seen))
+    ctx = WorkerContext(signed=signed, identity=identity, workdir=workdir, swarm=node, transport=transport,
                         store=store or AdapterStore(workdir / "adapters", signed.digest),
                         log=log or log_of(workdir, signed),
                         metrics=MetricsLog(workdir / "metrics.jsonl"), threads=1)
@@ -412,6 +416,49 @@ def test_a_successor_whose_head_files_died_publishes_the_next_version_at_once(tm
     assert all(torch.equal(weights[k], t) for k, t in load_version(b_store.path(2), v2.adapter_sha256).items())
     assert 2 in b.versions  # the rollouts' in-flight v2 chunks are still checked, not refused as stale
     assert [r.version for r in b.ctx.log.records] == [0, 2, 4, 5]
+
+
+def test_a_successor_holding_no_weights_continues_from_the_newest_version_a_peer_serves(tmp_path):
+    """As above, but the successor holds no version's files at all (it joined on a full disk, so
+    stored nothing): v4's files died with A, and a rollout serves v2 over the `adapter` protocol.
+    The successor fetches v2 (verified against its log) and continues from it as v5; before, it
+    failed the trainer role for good ("no peer served v4")."""
+    from types import SimpleNamespace
+
+    from crypto.identity import Identity
+    from swarm.adapters.store import AdapterStore
+    from swarm.messages import AdapterRequest, decode
+    from swarm.provenance.sync import LogRequest, apply_reply, log_reply
+    from swarm.transport import MemoryHub, make_transport
+
+    signed, a_id, b_id = _two_trainer_run(tmp_path, "noweights")
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    a = _trainer_in_process(tmp_path / "a", signed, a_id)
+    for _ in range(2):
+        for _ in range(2):
+            a.policy.train_step(SAMPLES, [[1.0, 0.0]], OLD_LOGPROBS)
+        a._publish()
+
+    hub = MemoryHub()
+    c_store, c_log = AdapterStore(tmp_path / "c" / "adapters", signed.digest), log_of(tmp_path / "c", signed)
+    assert apply_reply(c_log, log_reply(a.ctx.log, LogRequest(have=0).encode()))
+    for v in (0, 2):
+        c_store.accept(a.store.bundle(v), want_version=v, log=c_log)  # the rollout fetched up to v2
+    rollout = make_transport("memory", hub=hub, peer_id="C")
+    rollout.serve(f"{signed.namespace}/adapter", lambda _peer, data: c_store.bundle(decode(AdapterRequest, data).version)
+                  or b"", max_request=AdapterRequest.MAX_BYTES)
+    c_id = Identity.generate()
+    c_record = SimpleNamespace(peer_id="C", adapter_version=2, key_id=c_id.key_id, public_key=c_id.public_key.hex())
+
+    b_log = log_of(tmp_path / "b", signed)
+    assert apply_reply(b_log, log_reply(a.ctx.log, LogRequest(have=0).encode()))  # entries up to v4, no files
+    b = _trainer_in_process(tmp_path / "b", signed, b_id, log=b_log,
+                            transport=make_transport("memory", hub=hub, peer_id="B"), seen=[c_record])
+    v5 = b.store.latest()
+    assert (v5.version, v5.parent_version, v5.trainer_key_id) == (5, 4, b_id.key_id)
+    assert b.step == 5 and 2 in b.versions and [r.version for r in b.ctx.log.records] == [0, 2, 4, 5]
+    rollout.close()
 
 
 @pytest.mark.parametrize("killed", ["before_version_write", "after_version_write"])

@@ -147,9 +147,9 @@ class TrainerWorker:
                     self._fetch(head.version)
                 except RuntimeError as e:
                     # The head's files died with its trainer (a follower had its entry, not yet its
-                    # files): go on from the newest weights we hold, as the next version of the
-                    # same chain (its entry names the head as parent), never as a second history.
-                    source = self.store.latest()
+                    # files): go on from the newest weights we or a peer hold, as the next version
+                    # of the same chain (its entry names the head as parent), never as a second history.
+                    source = self.store.latest() or self._fetch_newest_held(below=head.version)
                     if source is None:
                         raise
                     log.warning("%s; continuing from v%d's weights as v%d", e, source.version, head.version + 1)
@@ -182,6 +182,18 @@ class TrainerWorker:
             if not witness_log(ctx, [r.peer_id for r in holders], PeerFailures()):
                 log.warning("could not bring our provenance log up to v%d from %d peers; continuing from v%d",
                             holders[0].adapter_version, len(holders), ctx.log.head().version if ctx.log.head() else -1)
+
+    def _fetch_newest_held(self, below: int):
+        """The newest logged version older than `below` that a peer serves us (a standby that holds
+        no weights at all, e.g. one that joined on a full disk), or None."""
+        claimed = sorted({r.adapter_version for r in self.ctx.swarm.holders(0)} & set(range(below)), reverse=True)
+        for version in claimed:
+            try:
+                self._fetch(version)
+            except RuntimeError:
+                continue
+            return self.store.latest()
+        return None
 
     def _fetch(self, version: int) -> None:
         """The weights of the log's head, from whoever holds them (we hold only its entry)."""
