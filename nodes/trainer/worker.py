@@ -229,9 +229,13 @@ class TrainerWorker:
     # -- intake -----------------------------------------------------------------------------
 
     def handle_chunk(self, remote: str, blob: bytes) -> Verdict:
+        stopping = False
         try:
             accepted = self._intake(blob)
             with self.ready:
+                if self.stop_event.is_set():  # our final accounting may be written already: the producer keeps it
+                    stopping = True
+                    raise ChunkRejected(Reason.NOT_TRAINER, "this trainer is stopping")
                 if accepted.chunk.chunk_id in self.seen:  # a concurrent copy got in first
                     raise ChunkRejected(Reason.REPLAY, accepted.chunk.chunk_id)
                 self.seen.add(accepted.chunk.chunk_id)
@@ -240,7 +244,8 @@ class TrainerWorker:
                 self.acct_pending = True  # also after the last step: stop() writes the final totals
                 self.ready.notify_all()
         except Rejection as e:
-            self.count_rejection(remote, e)
+            if not stopping:
+                self.count_rejection(remote, e)
             return self.status(ok=False, reason=e.reason)
         return self.status()
 
