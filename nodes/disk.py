@@ -90,14 +90,12 @@ class Disk:
             log.info("disk space is back: resumed %s after %.0fs paused (disk full writing %s)", what,
                      time.monotonic() - self._since, path)
 
-    def forget(self, *what: str) -> None:
-        """The work `what` waited for is gone (its worker stopped: the node changed roles); it no
-        longer pauses the node."""
+    def forget_waits(self) -> None:
+        """The work that waited is gone (its worker stopped: the node changes roles); it no longer
+        pauses the node."""
         with self._lock:
-            for w in what:
-                self.waiting.pop(w, None)
-            if not self.waiting:
-                self._retries = 0
+            self.waiting.clear()
+            self._retries = 0
 
     def wait(self, stop: threading.Event) -> None:
         """The backoff before a waiting write tries again (returns early when `stop` is set)."""

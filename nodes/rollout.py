@@ -104,7 +104,6 @@ class RolloutWorker:
         self.wake.set()
         self.thread.join(timeout=5)
         self.follower.join(timeout=5)
-        self.ctx.disk.forget("adapters", "spool")  # what waited for space is this worker's
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():

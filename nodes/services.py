@@ -162,6 +162,7 @@ class NodeServices:
             if self.worker is not None:
                 self.worker.stop()
                 self.worker = self.trainer = None
+                self.node.disk.forget_waits()  # what waited for space was that worker's
             self.context.metrics.write(RoleEvent(role=new))
             try:
                 worker = self._start_worker_when_space(new)

@@ -109,7 +109,6 @@ class TrainerWorker:
         self.thread.join(timeout=10)
         if self.acct_pending and not self.thread.is_alive():  # e.g. rejections after the last step
             self._write_accounting()
-        self.ctx.disk.forget("publish")  # what waited for space is this worker's
 
     @property
     def step(self) -> int:
@@ -186,8 +185,8 @@ class TrainerWorker:
     def _fetch_newest_held(self, below: int):
         """The newest logged version older than `below` that a peer serves us (a standby that holds
         no weights at all, e.g. one that joined on a full disk), or None."""
-        claimed = sorted({r.adapter_version for r in self.ctx.swarm.holders(0)} & set(range(below)), reverse=True)
-        for version in claimed:
+        for version in sorted({r.adapter_version for r in self.ctx.swarm.holders(0) if r.adapter_version < below},
+                              reverse=True):
             try:
                 self._fetch(version)
             except RuntimeError:
@@ -229,13 +228,11 @@ class TrainerWorker:
     # -- intake -----------------------------------------------------------------------------
 
     def handle_chunk(self, remote: str, blob: bytes) -> Verdict:
-        stopping = False
         try:
             accepted = self._intake(blob)
             with self.ready:
                 if self.stop_event.is_set():  # our final accounting may be written already: the producer keeps it
-                    stopping = True
-                    raise ChunkRejected(Reason.NOT_TRAINER, "this trainer is stopping")
+                    return self.status(ok=False, reason=Reason.NOT_TRAINER)  # (an RLock: status may take it)
                 if accepted.chunk.chunk_id in self.seen:  # a concurrent copy got in first
                     raise ChunkRejected(Reason.REPLAY, accepted.chunk.chunk_id)
                 self.seen.add(accepted.chunk.chunk_id)
@@ -244,8 +241,7 @@ class TrainerWorker:
                 self.acct_pending = True  # also after the last step: stop() writes the final totals
                 self.ready.notify_all()
         except Rejection as e:
-            if not stopping:
-                self.count_rejection(remote, e)
+            self.count_rejection(remote, e)
             return self.status(ok=False, reason=e.reason)
         return self.status()
 
